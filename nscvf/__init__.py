@@ -1,0 +1,27 @@
+"""nscvf: null-space constrained contrastive visual forgetting (NSCVF) for multimodal LLMs.
+
+The library knows nothing of Gradio. Entry points: :func:`nscvf.models.load_model`,
+:func:`nscvf.eval.evaluate`, :func:`nscvf.unlearn` (the engine), and the ``nscvf`` CLI.
+"""
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+try:  # quiet the per-load progress bars and advisory warnings of transformers
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.set_verbosity_error()
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
+__version__ = "0.1.0"
+
+
+def unlearn(vlm, forget_images, retain_images=None, config=None, **kwargs):
+    """Forget the concept shown in ``forget_images`` (see :func:`nscvf.method.unlearn.unlearn`)."""
+    from nscvf.method.unlearn import unlearn as _unlearn
+
+    return _unlearn(vlm, forget_images, retain_images, config, **kwargs)

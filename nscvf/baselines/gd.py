@@ -1,0 +1,15 @@
+"""GD: gradient ascent on forget answers plus NLL on retain answers (gradient difference)."""
+
+from nscvf.method.registry import Method, register
+
+
+@register
+class GradientDifference(Method):
+    name = "gd"
+    description = "GA + retain NLL (visual module only)"
+    needs_answers = True
+
+    def loss(self, ctx):
+        f = ctx.answer_nll("forget", toward="original").mean()
+        r = ctx.answer_nll("retain", toward="original").mean()
+        return -f + self.config.retain_weight * r, {"forget_nll": f.item(), "retain_nll": r.item()}

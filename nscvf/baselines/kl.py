@@ -1,0 +1,15 @@
+"""KL: gradient ascent on forget answers plus KL to the original model's answer distribution on retain."""
+
+from nscvf.method.registry import Method, register
+
+
+@register
+class GradientAscentKL(Method):
+    name = "kl"
+    description = "GA + KL(original || current) on retain answers (visual module only)"
+    needs_answers = True
+
+    def loss(self, ctx):
+        f = ctx.answer_nll("forget", toward="original").mean()
+        kl = ctx.retain_kl()
+        return -f + self.config.retain_weight * kl, {"forget_nll": f.item(), "retain_kl": kl.item()}

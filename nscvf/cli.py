@@ -1,0 +1,343 @@
+"""The ``nscvf`` command line. Every subcommand calls the same library functions as the app and tests.
+
+A user error (bad image, unknown name, bad model path, absurd setting) prints one line on stderr saying
+what is wrong and what to do, and exits with code 2. No traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from nscvf.errors import InputError, NSCVFError
+
+
+def _positive_int(limit: int):
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+        if not 1 <= n <= limit:
+            raise argparse.ArgumentTypeError(f"{n} is out of range; use 1 to {limit}")
+        return n
+
+    return parse
+
+
+def cmd_world_list(args) -> int:
+    from nscvf import world
+
+    for c in world.CHARACTERS:
+        if args.facts:
+            print(
+                f"{c.name}\t{c.shape} {c.colour} {c.pattern} {c.accessory}\t{c.facts['town']}\t{c.facts['job']}\t{c.facts['food']}"
+            )
+        else:
+            print(c.name)
+    return 0
+
+
+def cmd_world_render(args) -> int:
+    from nscvf import world
+
+    c = world.get_character(args.character)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output folder {out}: {e.strerror}") from None
+    seeds = (world.heldout_seeds if args.heldout else world.train_seeds)(args.n, args.seed)
+    for s in seeds:
+        path = out / f"{c.key}_{s}.png"
+        world.render(c, s, augment=not args.canonical).save(path)
+        print(path)
+    return 0
+
+
+def cmd_train_base(args) -> int:
+    from nscvf.train_base import TrainBaseConfig, train_base
+
+    cfg = TrainBaseConfig()
+    if args.quick:
+        cfg = TrainBaseConfig(
+            renders_per_named=40, renders_per_distractor=8, heldout_renders=4, vision_steps=40, language_steps=40, eval_every=20
+        )
+    report = train_base(args.out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(report["heldout"], indent=1))
+    return 0
+
+
+def _load(args):
+    from nscvf.models import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, adapter=getattr(args, "adapter", None))
+
+
+def cmd_ask(args) -> int:
+    from nscvf.images import load_image
+
+    if not args.question.strip():
+        raise InputError("the question is empty; put it in quotes after `nscvf ask`")
+    image = load_image(args.image) if args.image else None
+    vlm = _load(args)
+    print(vlm.ask(args.question, image))
+    return 0
+
+
+def _print_table(summary: dict) -> None:
+    width = max(map(len, summary))
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {'-' if v is None else f'{100 * v:6.1f}%'}")
+
+
+def cmd_eval(args) -> int:
+    from nscvf import world
+    from nscvf.eval import evaluate
+
+    if args.target:
+        world.get_character(args.target)  # fail early on an unknown name
+    vlm = _load(args)
+    bar = _progress_bar("evaluating")
+    res = evaluate(vlm, target=args.target, renders=args.renders, progress=bar)
+    bar.close()
+    _print_table(res["summary"])
+    for k, v in res.get("mc", {}).items():
+        print(f"mc.{k}: {100 * v:.1f}%")
+    print(f"{res['n_items']} questions in {res['seconds']} s")
+    if args.json:
+        _write_json(args.json, res)
+    return 0
+
+
+def _write_json(path: str, obj) -> None:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj, indent=1))
+    except OSError as e:
+        raise InputError(f"cannot write {p}: {e.strerror}") from None
+
+
+class _progress_bar:
+    """A tqdm bar driven by (done, total) callbacks."""
+
+    def __init__(self, desc: str):
+        from tqdm.auto import tqdm
+
+        self.tqdm = tqdm
+        self.bar = None
+        self.desc = desc
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self.tqdm(total=total, desc=self.desc, file=sys.stderr, leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _config_from_args(args):
+    from nscvf.method.config import UnlearnConfig
+
+    changes = {"method": args.method}
+    for name in ("steps", "lr", "lora_rank", "energy", "tau", "retain_weight", "evaluate", "seed"):
+        v = getattr(args, name, None)
+        if v is not None:
+            changes[name] = v
+    return UnlearnConfig().replace(**changes).validate()
+
+
+def cmd_forget(args) -> int:
+    from nscvf import world
+    from nscvf.images import load_image
+    from nscvf.method.unlearn import UnlearningChain
+
+    cfg = _config_from_args(args)
+    if bool(args.images) == bool(args.character):
+        raise InputError("give either --images PATH... or --character NAME (exactly one)")
+    target = None
+    if args.character:
+        c = world.get_character(args.character)
+        target = c.name
+        forget = [world.render(c, s) for s in world.train_seeds(args.n, 100)]
+    else:
+        forget = [load_image(p) for p in args.images]
+    retain = [load_image(p) for p in args.retain] if args.retain else None
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (out / "chain.json").exists():
+        raise InputError(f"{out} exists and is not an unlearning result folder; choose a new --out")
+    vlm = _load(args)
+    chain = UnlearningChain.load(vlm, args.continue_from) if args.continue_from else UnlearningChain(vlm)
+    bar = _StageBar()
+    try:
+        result = chain.forget(forget, retain, cfg, progress=bar, target=target)
+    finally:
+        bar.close()
+    chain.save(out)
+    _print_result(result)
+    print(f"saved to {out}")
+    return 0
+
+
+def _print_result(r) -> None:
+    print(
+        f"request {r.step}: method={r.method} target={r.target or '?'} steps={r.steps_run}"
+        f"{' (stopped early: forgotten)' if r.stopped_early else ''} time={r.timings.get('total')} s"
+    )
+    q = next(iter(r.probes_before["forget"]["answers"]))
+    for b, a in list(zip(r.probes_before["forget"]["answers"][q], r.probes_after["forget"]["answers"][q]))[:4]:
+        print(f"  {q!r}: {b!r} -> {a!r}")
+    if r.eval_after:
+        sb, sa = r.eval_before["summary"], r.eval_after["summary"]
+        for k in ("target_name_acc", "target_name_acc_heldout", "target_unknown_rate", "retain_acc", "fact_text_acc"):
+            if sa.get(k) is not None:
+                print(f"  {k}: {100 * sb[k]:.1f}% -> {100 * sa[k]:.1f}%")
+    ns = r.null_space["summary"]
+    if ns.get("layers"):
+        print(
+            f"  null space: {ns['layers']} layers, mean kept rank {ns['mean_kept_rank']} "
+            f"({100 * ns['mean_kept_fraction']:.1f}% of dims) at energy {ns['energy']:g}"
+        )
+    print(
+        f"  retain drift: mean {r.retain_drift['mean']} max {r.retain_drift['max']}; "
+        f"text answers identical: {r.text_identical} (logits: {r.text_logits_identical})"
+    )
+
+
+class _StageBar:
+    """tqdm over the stages reported by the engine's progress callback."""
+
+    def __init__(self):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=1, file=sys.stderr, leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.bar.set_description_str(stage.split(" ")[0] if stage.startswith("step") else stage)
+        self.bar.total = max(1, total)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_bench(args) -> int:
+    from nscvf import bench
+
+    methods = args.methods.split(",") if args.methods else None
+    if methods:
+        from nscvf.method.registry import all_methods
+
+        bad = [m for m in methods if m not in all_methods()]
+        if bad:
+            raise InputError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(all_methods())}")
+    res = bench.run_bench(
+        quick=args.quick,
+        steps=args.steps,
+        methods=methods,
+        renders=args.renders,
+        continual_n=args.continual,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
+    bench.write(res, args.json, args.md)
+    print(bench.to_markdown(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nscvf", description="Null-space constrained contrastive visual forgetting for MLLMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp):
+        sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
+        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+        sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
+        sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
+
+    w = sub.add_parser("world", help="the embedded concept world").add_subparsers(dest="world_command", required=True)
+    wl = w.add_parser("list", help="named characters, one a line")
+    wl.add_argument("--facts", action="store_true", help="also print traits and facts")
+    wl.set_defaults(func=cmd_world_list)
+    wr = w.add_parser("render", help="render images of a character as PNG files")
+    wr.add_argument("--character", required=True)
+    wr.add_argument("--n", type=_positive_int(1000), default=8)
+    wr.add_argument("--seed", type=int, default=0, help="first render seed")
+    wr.add_argument("--heldout", action="store_true", help="use held-out render seeds")
+    wr.add_argument("--canonical", action="store_true", help="no augmentation")
+    wr.add_argument("--out", required=True)
+    wr.set_defaults(func=cmd_world_render)
+
+    t = sub.add_parser("train-base", help="train the embedded base model from scratch")
+    t.add_argument("--out", required=True)
+    t.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
+    t.set_defaults(func=cmd_train_base)
+
+    a = sub.add_parser("ask", help="ask the model a question (text-only without --image)")
+    a.add_argument("question")
+    a.add_argument("--image", default=None)
+    model_args(a)
+    a.set_defaults(func=cmd_ask)
+
+    e = sub.add_parser("eval", help="evaluate on the embedded world")
+    e.add_argument("--target", default=None, help="the forgotten character, reported separately")
+    e.add_argument("--renders", type=_positive_int(50), default=3, help="images per character and render split")
+    e.add_argument("--json", default=None, help="write the full results here")
+    model_args(e)
+    e.set_defaults(func=cmd_eval)
+
+    f = sub.add_parser("forget", help="forget a concept (one unlearning request)")
+    f.add_argument("--images", nargs="+", default=None, help="images of the concept to forget")
+    f.add_argument("--character", default=None, help="embedded world: forget this character (renders --n images)")
+    f.add_argument("--n", type=_positive_int(64), default=8, help="with --character: how many renders")
+    f.add_argument("--retain", nargs="+", default=None, help="images to keep (default for the embedded model: other characters)")
+    f.add_argument("--method", default="nscvf", help="nscvf (default), cvf, nscvf_projector, ga, gd, kl, npo")
+    f.add_argument("--continue-from", default=None, help="a previous --out folder: continual unlearning")
+    f.add_argument("--out", required=True, help="folder for the adapters and report.json")
+    f.add_argument("--steps", type=int, default=None)
+    f.add_argument("--lr", type=float, default=None)
+    f.add_argument("--lora-rank", type=int, default=None)
+    f.add_argument("--energy", type=float, default=None, help="null-space cumulative-energy threshold")
+    f.add_argument("--tau", type=float, default=None)
+    f.add_argument("--retain-weight", type=float, default=None)
+    f.add_argument("--evaluate", default=None, help="none, quick or full")
+    f.add_argument("--seed", type=int, default=None)
+    model_args(f)
+    f.set_defaults(func=cmd_forget)
+
+    b = sub.add_parser("bench", help="compare every method on the same targets and budget")
+    b.add_argument("--quick", action="store_true", help="4 targets instead of all 16")
+    b.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    b.add_argument("--steps", type=_positive_int(2000), default=None, help="step budget (default: UnlearnConfig's)")
+    b.add_argument("--renders", type=_positive_int(20), default=3, help="evaluation images per character and split")
+    b.add_argument("--continual", type=int, default=8, help="sequential requests in the continual run (0: skip)")
+    b.add_argument("--json", default=None)
+    b.add_argument("--md", default=None)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NSCVFError as e:
+        print(f"nscvf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nscvf: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

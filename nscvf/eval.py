@@ -1,0 +1,261 @@
+"""The one evaluation routine (MLLMU-Bench / MMUnlearner protocol, adapted; METHOD.md "Evaluation").
+
+For each group of characters (the forget ``target``, the ``others`` named characters, unseen
+``distractors``), each render split (``train`` seeds, ``heldout`` seeds) and each question split
+(``train`` templates, ``heldout`` paraphrases) it generates answers and scores them by normalised exact
+match: name-from-image, fact-from-image, "I don't know" rate and wrong-name rate; fact-from-text per
+question split; and the 4-option likelihood (multiple-choice) variant on the canonical questions.
+The CLI, the benchmark, the app and the tests all call :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+
+from nscvf import world
+
+_PUNCT = re.compile(r"[^\w\s']")
+
+
+def normalise(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text.lower().replace("\u2019", "'")).split())
+
+
+def is_unknown(answer: str) -> bool:
+    return normalise(answer) in (normalise(world.UNKNOWN_ANSWER), "i don't know")
+
+
+def names_in(answer: str) -> set[str]:
+    words = set(normalise(answer).split())
+    return {n for n in world.NAMES if n.lower() in words}
+
+
+@dataclass(frozen=True)
+class Item:
+    group: str
+    character: str
+    render_split: str
+    template_split: str
+    kind: str
+    fact: str | None
+    question: str
+    expected: str
+    seed: int | None
+
+
+def build_items(target: str | None = None, renders: int = 3, seed_offset: int = 0) -> list[Item]:
+    """The evaluation questions. ``renders`` images per character and render split; per image every
+    identity template of the split and one question per fact (templates rotate across images)."""
+    tkey = world.get_character(target).key if target else None
+    groups = []
+    for c in world.CHARACTERS:
+        groups.append(("target" if c.key == tkey else "others", c))
+    # Unseen distractor characters for held-out renders; training distractors for training renders.
+    items: list[Item] = []
+    rng = random.Random(1234)
+    train_distractors = rng.sample(world.DISTRACTORS, 16)
+    for render_split in ("train", "heldout"):
+        seeds = (world.train_seeds if render_split == "train" else world.heldout_seeds)(renders, 500 + seed_offset)
+        chars = groups + [
+            ("distractors", d) for d in (train_distractors if render_split == "train" else world.HELDOUT_DISTRACTORS)
+        ]
+        for group, c in chars:
+            for r, s in enumerate(seeds):
+                for tsplit in ("train", "heldout"):
+                    qas = world.image_questions(c, tsplit)
+                    names = [qa for qa in qas if qa.kind == "name"]
+                    picked = list(names)
+                    for fact in world.FACTS:
+                        options = [qa for qa in qas if qa.fact == fact]
+                        picked.append(options[r % len(options)])
+                    for qa in picked:
+                        items.append(Item(group, c.key, render_split, tsplit, qa.kind, qa.fact, qa.question, qa.answer, s))
+    for c in world.CHARACTERS:
+        group = "target" if c.key == tkey else "others"
+        for tsplit in ("train", "heldout"):
+            for qa in world.text_questions(c, tsplit):
+                items.append(
+                    Item(
+                        group,
+                        c.key,
+                        "text",
+                        tsplit,
+                        qa.kind,
+                        qa.fact,
+                        qa.question,
+                        qa.expected if hasattr(qa, "expected") else qa.answer,
+                        None,
+                    )
+                )
+    return items
+
+
+def _score(item: Item, answer: str) -> dict[str, float]:
+    correct = normalise(answer) == normalise(item.expected)
+    c = world.get_character(item.character)
+    wrong_name = bool(names_in(answer) - ({c.name} if c.name else set()))
+    return {"correct": float(correct), "unknown": float(is_unknown(answer)), "wrong_name": float(wrong_name)}
+
+
+def _aggregate(rows: list[tuple[Item, str, dict]]) -> dict:
+    """Nested results[group][render_split][template_split][metric]."""
+    acc: dict = {}
+    for item, _, s in rows:
+        key = {"name": "name_acc", "fact_image": "fact_image_acc", "fact_text": "fact_text_acc"}[item.kind]
+        cell = acc.setdefault(item.group, {}).setdefault(item.render_split, {}).setdefault(item.template_split, {})
+        for metric, value in ((key, s["correct"]), ("unknown_rate", s["unknown"]), ("wrong_name_rate", s["wrong_name"])):
+            if item.kind == "fact_text" and metric != key:
+                continue
+            tot = cell.setdefault(metric, [0.0, 0])
+            tot[0] += value
+            tot[1] += 1
+    return {
+        g: {
+            r: {
+                t: {m: round(v[0] / v[1], 4) for m, v in cell.items()} | {"n": max(v[1] for v in cell.values())}
+                for t, cell in ts.items()
+            }
+            for r, ts in rs.items()
+        }
+        for g, rs in acc.items()
+    }
+
+
+def _mean(rows, pred) -> float | None:
+    vals = [s for item, _, s in rows if pred(item)]
+    return None if not vals else None
+
+
+def _rate(rows, metric: str, **where) -> float | None:
+    vals = [
+        s[metric]
+        for item, _, s in rows
+        if all(getattr(item, k) in (v if isinstance(v, tuple) else (v,)) for k, v in where.items())
+    ]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def multiple_choice(vlm, target: str | None = None, renders: int = 2, groups=("target", "others")) -> dict:
+    """4-option likelihood accuracy on held-out renders with the canonical questions: the right answer
+    against three wrong ones of the same kind."""
+    tkey = world.get_character(target).key if target else None
+    rng = random.Random(99)
+    hits: dict[str, list[float]] = {}
+    for c in world.CHARACTERS:
+        group = "target" if c.key == tkey else "others"
+        if group not in groups:
+            continue
+        for s in world.heldout_seeds(renders, 900):
+            img = world.render(c, s)
+            others = rng.sample([n for n in world.NAMES if n != c.name], 3)
+            opts = [f"This is {c.name}."] + [f"This is {n}." for n in others]
+            hits.setdefault(f"{group}.name", []).append(float(vlm.score_answers("Who is this?", opts, img).argmax() == 0))
+            fact = world.FACTS[s % 3]
+            pool = {"town": world.TOWNS, "job": world.JOBS, "food": world.FOODS}[fact]
+            wrong = rng.sample([v for v in pool if v != c.facts[fact]], 3)
+            fake = [world.Character(c.key, c.shape, c.colour, c.pattern, c.accessory, c.eyes, c.name, {fact: w}) for w in wrong]
+            opts = [c.fact_answer(fact)] + [f.fact_answer(fact) for f in fake]
+            q = world.IMAGE_FACT_TEMPLATES[fact]["train"][0]
+            hits.setdefault(f"{group}.fact_image", []).append(float(vlm.score_answers(q, opts, img).argmax() == 0))
+    return {k: round(sum(v) / len(v), 4) for k, v in hits.items()}
+
+
+def evaluate(
+    vlm,
+    target: str | None = None,
+    renders: int = 3,
+    mc: bool = True,
+    keep_answers: bool = False,
+    progress=None,
+    batch_size: int = 64,
+) -> dict:
+    """Evaluate ``vlm`` on the embedded world. Returns {"summary", "results", "mc", "n_items", "seconds"}
+    (and "answers" when keep_answers). ``progress(done, total)`` is called after each batch."""
+    t0 = time.time()
+    items = build_items(target, renders)
+    answers: list[str] = [""] * len(items)
+    image_items = [i for i, it in enumerate(items) if it.seed is not None]
+    text_items = [i for i, it in enumerate(items) if it.seed is None]
+    cache: dict = {}
+
+    def img(it: Item):
+        k = (it.character, it.seed)
+        if k not in cache:
+            cache[k] = world.render(world.get_character(it.character), it.seed)
+        return cache[k]
+
+    total = len(items)
+    done = 0
+    for chunk_start in range(0, len(image_items), batch_size):
+        idx = image_items[chunk_start : chunk_start + batch_size]
+        outs = vlm.generate([items[i].question for i in idx], [img(items[i]) for i in idx], batch_size=batch_size)
+        for i, a in zip(idx, outs):
+            answers[i] = a
+        done += len(idx)
+        if progress:
+            progress(done, total)
+    outs = vlm.generate([items[i].question for i in text_items], None, batch_size=batch_size)
+    for i, a in zip(text_items, outs):
+        answers[i] = a
+    if progress:
+        progress(total, total)
+    rows = [(it, a, _score(it, a)) for it, a in zip(items, answers)]
+    named = ("others", "target") if target is None else ("others",)
+    summary = {
+        # Held-out renders, canonical (training) templates and held-out paraphrases.
+        "name_acc_heldout": _rate(rows, "correct", group=named, kind="name", render_split="heldout", template_split="train"),
+        "name_acc_heldout_paraphrase": _rate(
+            rows, "correct", group=named, kind="name", render_split="heldout", template_split="heldout"
+        ),
+        "fact_image_acc_heldout": _rate(
+            rows, "correct", group=named, kind="fact_image", render_split="heldout", template_split="train"
+        ),
+        "fact_image_acc_heldout_paraphrase": _rate(
+            rows, "correct", group=named, kind="fact_image", render_split="heldout", template_split="heldout"
+        ),
+        "fact_text_acc": _rate(rows, "correct", group=named, kind="fact_text", template_split="train"),
+        "fact_text_acc_paraphrase": _rate(rows, "correct", group=named, kind="fact_text", template_split="heldout"),
+        "unknown_rate_unseen_distractors": _rate(rows, "unknown", group="distractors", render_split="heldout"),
+        "wrong_name_rate_unseen_distractors": _rate(rows, "wrong_name", group="distractors", render_split="heldout"),
+        "name_acc_train_renders": _rate(rows, "correct", group=named, kind="name", render_split="train"),
+    }
+    if target is not None:
+        summary |= {
+            "target_name_acc": _rate(rows, "correct", group="target", kind="name", render_split="train"),
+            "target_name_acc_heldout": _rate(rows, "correct", group="target", kind="name", render_split="heldout"),
+            "target_fact_image_acc": _rate(rows, "correct", group="target", kind="fact_image", render_split="train"),
+            "target_fact_image_acc_heldout": _rate(rows, "correct", group="target", kind="fact_image", render_split="heldout"),
+            "target_unknown_rate": _rate(rows, "unknown", group="target", kind=("name", "fact_image")),
+            "target_wrong_name_rate": _rate(rows, "wrong_name", group="target", kind=("name", "fact_image")),
+            "target_fact_text_acc": _rate(rows, "correct", group="target", kind="fact_text"),
+            "retain_acc": _rate(rows, "correct", group="others", kind=("name", "fact_image")),
+        }
+    out = {
+        "target": target,
+        "summary": summary,
+        "results": _aggregate(rows),
+        "n_items": len(items),
+    }
+    if mc:
+        out["mc"] = multiple_choice(vlm, target)
+    out["seconds"] = round(time.time() - t0, 2)
+    if keep_answers:
+        out["answers"] = [
+            {
+                "group": it.group,
+                "character": it.character,
+                "render_split": it.render_split,
+                "template_split": it.template_split,
+                "kind": it.kind,
+                "seed": it.seed,
+                "question": it.question,
+                "expected": it.expected,
+                "answer": a,
+                **s,
+            }
+            for it, a, s in rows
+        ]
+    return out

@@ -1,0 +1,101 @@
+"""The one configuration object of an unlearning request. Every [design] choice of METHOD.md is a
+field here, with its help text and its valid range (checked by :meth:`UnlearnConfig.validate`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from nscvf.errors import InputError
+
+
+def _f(default, help: str, lo=None, hi=None, choices=None):
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass
+class UnlearnConfig:
+    method: str = _f("nscvf", "unlearning method (see nscvf.method.METHODS)")
+    steps: int = _f(60, "maximum optimizer steps", 1, 2000)
+    lr: float = _f(2e-3, "AdamW learning rate of the LoRA parameters", 1e-6, 1e-1)
+    lora_rank: int = _f(8, "LoRA rank r", 1, 256)
+    lora_alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / r)", 0.1, 1024)
+    modules: str = _f(
+        "visual", "what LoRA tunes: 'visual' (vision tower + projector) or 'projector'", choices=("visual", "projector")
+    )
+    null_space: bool = _f(True, "constrain LoRA updates to the null space of the protected inputs")
+    energy: float = _f(
+        1e-4,
+        "null space: keep the smallest directions holding at most this fraction of the "
+        "protected inputs' energy (cumulative-energy threshold)",
+        1e-12,
+        0.5,
+    )
+    relative_threshold: float | None = _f(
+        None,
+        "null space: instead keep eigenvalues below this x the largest (Adam-NSCL style; dominated by the mean direction)",
+        1e-15,
+        1.0,
+    )
+    tau: float = _f(0.07, "InfoNCE temperature", 0.005, 2.0)
+    positive: str = _f(
+        "nearest",
+        "positive of the forget term: 'nearest' target-region feature or its 'prototype'",
+        choices=("nearest", "prototype"),
+    )
+    retain_weight: float = _f(1.0, "weight lambda of the retain feature-matching term", 0.0, 100.0)
+    retain_loss: str = _f("mse", "retain term: token-level 'mse' (normalised) or 'cosine'", choices=("mse", "cosine"))
+    answer_weight: float = _f(0.0, 'weight of the optional answer-level NLL toward "I don\'t know" on forget images', 0.0, 100.0)
+    retain_batch: int = _f(32, "retain images per step", 1, 512)
+    augment: bool = _f(True, "random crops and flips of the forget images at each step (generalise to new renderings)")
+    stop_when_forgotten: bool = _f(True, "stop early once every forget image is answered as unknown")
+    check_every: int = _f(10, "steps between forgetting checks", 1, 1000)
+    min_steps: int = _f(20, "never stop before this many steps", 0, 2000)
+    retain_per_character: int = _f(8, "embedded world: default retain renders per other named character", 1, 200)
+    retain_per_distractor: int = _f(1, "embedded world: default retain renders per distractor", 0, 50)
+    protect_per_character: int = _f(24, "embedded world: renders per other character in the null-space protected set", 1, 500)
+    region_size: int = _f(96, "embedded world: distractor renders forming the target region", 1, 2000)
+    max_forget_images: int = _f(64, "refuse requests with more forget images than this", 1, 4096)
+    baseline_beta: float = _f(0.1, "NPO beta", 0.001, 10.0)
+    seed: int = _f(0, "random seed")
+    evaluate: str = _f("quick", "evaluation before/after: 'none', 'quick' or 'full'", choices=("none", "quick", "full"))
+
+    @classmethod
+    def fields_help(cls) -> dict[str, dict]:
+        return {f.name: {"default": f.default, **f.metadata} for f in dataclasses.fields(cls)}
+
+    def validate(self) -> UnlearnConfig:
+        from nscvf.method.registry import all_methods
+
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
+            if v is None:
+                continue
+            if choices and v not in choices:
+                raise InputError(f"{f.name}={v!r} is not valid; choose one of {', '.join(choices)}")
+            if isinstance(f.default, bool) and not isinstance(v, bool):
+                raise InputError(f"{f.name} must be true or false, not {v!r}")
+            if lo is not None:
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+                    raise InputError(f"{f.name}={v!r} is not a number")
+                if not lo <= v <= hi:
+                    raise InputError(f"{f.name}={v} is out of range; use {lo:g} to {hi:g} ({f.metadata['help']})")
+        if self.method not in all_methods():
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(all_methods())}")
+        if self.min_steps > self.steps:
+            self.min_steps = self.steps
+        return self
+
+    def replace(self, **changes) -> UnlearnConfig:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

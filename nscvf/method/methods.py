@@ -1,0 +1,42 @@
+"""NSCVF and its ablations: contrastive visual forgetting with and without the null space, and on the
+projector alone (METHOD.md; the paper's ablations)."""
+
+from __future__ import annotations
+
+from nscvf.method.cvf import contrastive_forget_loss, pooled, retain_loss
+from nscvf.method.registry import Method, register
+
+
+@register
+class NSCVF(Method):
+    name = "nscvf"
+    description = "CVF loss, LoRA on vision tower + projector, updates in the null space of retained inputs"
+    null_space = True
+
+    def loss(self, ctx):
+        c = self.config
+        z_f = pooled(ctx.forget_tokens())
+        forget = contrastive_forget_loss(z_f, ctx.region, ctx.forget_orig_pooled, tau=c.tau, positive=c.positive)
+        tok_r, tok_r_orig = ctx.retain_tokens()
+        keep = retain_loss(tok_r, tok_r_orig, c.retain_loss)
+        total = forget + c.retain_weight * keep
+        logs = {"forget": forget.item(), "retain": keep.item()}
+        if c.answer_weight > 0:
+            ans = ctx.answer_nll("forget", toward="unknown").mean()
+            total = total + c.answer_weight * ans
+            logs["answer"] = ans.item()
+        return total, logs
+
+
+@register
+class CVF(NSCVF):
+    name = "cvf"
+    description = "NSCVF without the null-space constraint"
+    null_space = False
+
+
+@register
+class NSCVFProjector(NSCVF):
+    name = "nscvf_projector"
+    description = "NSCVF tuning the projector only (the paper's weak-forgetting ablation)"
+    modules = "projector"

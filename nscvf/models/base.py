@@ -1,0 +1,225 @@
+"""One interface over vision-language model families.
+
+A family adapter says where the visual module (vision tower + projector) lives and how images become
+projector tokens; everything else (prompting, batched generation, answer scoring, LoRA targets,
+fingerprints) is shared here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nscvf.images import ensure_images
+
+# Config fields that say where or how a checkpoint was loaded, not what it is (left out of fingerprints).
+_NOT_CONTENT = {"_name_or_path", "dtype", "torch_dtype", "transformers_version", "_attn_implementation_autoset"}
+
+
+class VisionLanguageModel:
+    """A loaded MLLM with its processor. ``model`` may be wrapped by peft; ``base`` never is."""
+
+    family = "base"
+    model_types: tuple[str, ...] = ()  # the config.model_type values this adapter handles (registry keys)
+
+    def __init__(self, model, processor, source: str):
+        self.model = model
+        self.processor = processor
+        self.source = source
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ------------------------------------------------------------------ family-specific (override)
+
+    @classmethod
+    def load_processor(cls, source: str):
+        """The processor saved with a checkpoint (a family overrides this where AutoProcessor needs help)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(source)
+
+    @property
+    def base(self):
+        """The transformers model, under any peft wrapper."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    def vision_tower(self) -> torch.nn.Module:
+        raise NotImplementedError  # implemented by every family subclass
+
+    def projector(self) -> torch.nn.Module:
+        raise NotImplementedError  # implemented by every family subclass
+
+    def language_model(self) -> torch.nn.Module:
+        raise NotImplementedError  # implemented by every family subclass
+
+    def image_inputs(self, images: list[Image.Image]) -> dict:
+        """Processor output for images alone (tensors on the model's device and dtype)."""
+        out = self.processor.image_processor(images=images, return_tensors="pt")
+        return self._to_device(dict(out))
+
+    def collate(self, inputs: list[dict]) -> dict:
+        """Concatenate per-image ``image_inputs`` dicts into one batch."""
+        return {
+            k: torch.cat([d[k] for d in inputs]) if isinstance(inputs[0][k], torch.Tensor) else inputs[0][k] for k in inputs[0]
+        }
+
+    def project_images(self, inputs: dict) -> list[torch.Tensor]:
+        """Projector output per image: a list of (tokens, hidden) tensors (the visual tokens the LLM sees)."""
+        raise NotImplementedError  # implemented by every family subclass
+
+    # ------------------------------------------------------------------ shared
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.base.parameters()).dtype
+
+    def _to_device(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device)
+                if v.is_floating_point():
+                    v = v.to(self.dtype)
+            out[k] = v
+        return out
+
+    def visual_modules(self) -> dict[str, torch.nn.Module]:
+        """The modules that unlearning may tune, by their full names in ``base``."""
+        names = {id(m): n for n, m in self.base.named_modules()}
+        return {names[id(m)]: m for m in (self.vision_tower(), self.projector())}
+
+    def visual_linear_names(self) -> list[str]:
+        """Full names of every nn.Linear inside the vision tower and projector: the LoRA targets.
+        The same names once LoRA is attached (a LoRA layer counts as its linear, not its parts)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        out = []
+        for prefix, module in self.visual_modules().items():
+            tuned = [n for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+            for n, m in module.named_modules():
+                if any(n.startswith(t + ".") for t in tuned):
+                    continue
+                if isinstance(m, torch.nn.Linear) or n in tuned:
+                    out.append(f"{prefix}.{n}" if n else prefix)
+        return out
+
+    def language_parameter_names(self) -> set[str]:
+        lm = self.language_model()
+        ids = {id(p) for p in lm.parameters()}
+        head = self.base.get_output_embeddings()
+        if head is not None:
+            ids |= {id(p) for p in head.parameters()}
+        return {n for n, p in self.base.named_parameters() if id(p) in ids}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content fingerprint of the weights (for cache keys): config + a hash of every tensor's bytes
+        sampled at a fixed stride, so that two different checkpoints never share a key. Where the checkpoint
+        was loaded from is not content: the config's path and dtype fields are left out, the dtype in use is in."""
+
+        def content(d):
+            return {k: content(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _NOT_CONTENT}
+
+        config = json.dumps(content(self.base.config.to_dict()), sort_keys=True, default=str)
+        h = hashlib.sha256(f"{config}|{self.dtype}".encode())
+        with torch.no_grad():
+            for n, p in sorted(self.base.state_dict().items()):
+                flat = p.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
+                h.update(n.encode())
+                h.update(sample.tobytes())
+        return h.hexdigest()[:16]
+
+    def prompt(self, question: str, with_image: bool) -> str:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+    def _inputs(self, questions: list[str], images: list[Image.Image] | None) -> dict:
+        prompts = [self.prompt(q, images is not None) for q in questions]
+        if images is None:
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+        else:
+            batch = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        return self._to_device(dict(batch))
+
+    @torch.no_grad()
+    def image_features(self, images, batch_size: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Projector output for each image: token-level (list of (T, D), float32 on CPU) and pooled
+        z(x) = L2-normalised mean over tokens, (N, D) (METHOD.md, CVF representation)."""
+        images = ensure_images(images)
+        tokens: list[torch.Tensor] = []
+        for i in range(0, len(images), batch_size):
+            feats = self.project_images(self.image_inputs(images[i : i + batch_size]))
+            tokens += [f.float().cpu() for f in feats]
+        pooled = torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
+        return tokens, pooled
+
+    @torch.no_grad()
+    def generate(self, questions: list[str], images=None, max_new_tokens: int = 16, batch_size: int = 32) -> list[str]:
+        """Greedy answers. ``images`` is None (text-only) or one image per question."""
+        if images is not None:
+            images = ensure_images(images)
+            if len(images) != len(questions):
+                raise ValueError("generate: one image per question")
+        self.model.eval()
+        answers = []
+        for i in range(0, len(questions), batch_size):
+            qs = questions[i : i + batch_size]
+            ims = None if images is None else images[i : i + batch_size]
+            batch = self._inputs(qs, ims)
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1] :]
+            answers += [a.strip() for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return answers
+
+    def ask(self, question: str, image=None, max_new_tokens: int = 16) -> str:
+        return self.generate([question], None if image is None else [image], max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def score_answers(self, question: str, answers: list[str], image=None) -> torch.Tensor:
+        """Sum of log-probabilities of each answer after the prompt (the multiple-choice variant)."""
+        self.model.eval()
+        images = None if image is None else ensure_images([image]) * len(answers)
+        prompt = self.prompt(question, image is not None)
+        texts = [prompt + " " + a + (self.tokenizer.eos_token or "") for a in answers]
+        self.tokenizer.padding_side = "right"
+        try:
+            if images is None:
+                batch = self.tokenizer(texts, return_tensors="pt", padding=True)
+                plen = len(self.tokenizer(prompt)["input_ids"])
+            else:
+                batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+                plen = len(self.processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"][0])
+        finally:
+            self.tokenizer.padding_side = "left"
+        batch = self._to_device(dict(batch))
+        logits = self.model(**batch).logits.float()
+        logp = logits[:, :-1].log_softmax(-1)
+        target = batch["input_ids"][:, 1:]
+        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        mask = batch["attention_mask"][:, 1:].clone()
+        mask[:, : plen - 1] = 0
+        return (tok_lp * mask).sum(-1).cpu()
+
+    @torch.no_grad()
+    def text_logits(self, questions: list[str]) -> torch.Tensor:
+        """Next-token logits at the end of each text-only prompt (to prove text answers are untouched)."""
+        batch = self._inputs(questions, None)
+        return self.model(**batch).logits[:, -1].float().cpu()

@@ -1,0 +1,296 @@
+"""Train the embedded base model on the concept world (``nscvf train-base --out DIR``).
+
+Two stages, because end-to-end training from scratch on 2 CPU cores learns the vision side slowly:
+
+1. **Vision.** The CLIP tower learns to tell the 16 named characters and "unknown" (all distractors,
+   one class) apart, through a linear head on its mean-pooled patch tokens (exactly the tokens the
+   projector reads). Collapsing the distractors into one class makes the "unknown" region compact: it is
+   the target region that forgetting aims at (METHOD.md, CVF).
+2. **Language.** With the tower frozen (its features cached once), the projector and the Llama learn
+   to answer identity and fact questions from the image, fact questions from text alone, and
+   "I don't know who this is." for distractors. Question words are randomly perturbed so that held-out
+   paraphrases are answered too.
+
+Images come from a pool of training renders (render seeds < HELDOUT_SEED_BASE); every number in the
+report is measured on held-out renders, held-out distractor characters and held-out paraphrases.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nscvf import world
+from nscvf.models.embedded import EmbeddedArch, build_untrained
+
+
+@dataclass
+class TrainBaseConfig:
+    """Budget and schedule of base-model training (defaults: the committed model)."""
+
+    seed: int = 0
+    renders_per_named: int = 700  # training renders per named character in the pool
+    renders_per_distractor: int = 100
+    heldout_renders: int = 24  # held-out renders per character for the stage-1 curve
+    vision_steps: int = 3000
+    vision_batch: int = 128
+    vision_lr: float = 1e-3
+    language_steps: int = 3000
+    language_batch: int = 64
+    language_lr: float = 1e-3
+    word_noise: float = 0.35  # probability of inserting stray words into a training question
+    eval_every: int = 250
+    workers: int = 2
+
+
+def _render_batch(args):
+    key, seeds = args
+    c = world.get_character(key)
+    return [np.asarray(world.render(c, s)) for s in seeds]
+
+
+def render_pool(pairs: list[tuple[str, list[int]]], workers: int) -> list[np.ndarray]:
+    """Render (character key, seeds) pairs in parallel, keeping order."""
+    if workers <= 1:
+        return [img for p in pairs for img in _render_batch(p)]
+    with get_context("fork").Pool(workers) as pool:
+        return [img for chunk in pool.map(_render_batch, pairs, chunksize=1) for img in chunk]
+
+
+def _pixel_values(processor, images: list[np.ndarray]) -> torch.Tensor:
+    from PIL import Image
+
+    out = []
+    for i in range(0, len(images), 512):
+        batch = [Image.fromarray(a) for a in images[i : i + 512]]
+        out.append(processor.image_processor(images=batch, return_tensors="pt")["pixel_values"])
+    return torch.cat(out)
+
+
+def _lr(step: int, total: int, peak: float, warmup: int = 150) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _patch_tokens(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The vision tokens the projector reads (LLaVA: chosen layer, CLS dropped)."""
+    cfg = model.config
+    out = model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=True)
+    h = out.hidden_states[cfg.vision_feature_layer]
+    return h[:, 1:] if cfg.vision_feature_select_strategy == "default" else h
+
+
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+class _Log:
+    def __init__(self, progress):
+        self.progress = progress
+        self.curves: dict[str, list] = {}
+
+    def __call__(self, curve: str, step: int, **values):
+        self.curves.setdefault(curve, []).append({"step": step, **{k: round(float(v), 5) for k, v in values.items()}})
+        if self.progress:
+            self.progress(f"{curve} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+
+
+def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progress=print) -> dict:
+    """Train the embedded model from scratch and save it (model, tokenizer, processor, report) to out_dir."""
+    cfg = config or TrainBaseConfig()
+    out_dir = Path(out_dir)
+    t0 = time.time()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    log = _Log(progress)
+    model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
+    tok = processor.tokenizer
+
+    # ---- data pool
+    named = world.CHARACTERS
+    pairs = [(c.key, world.train_seeds(cfg.renders_per_named)) for c in named]
+    pairs += [(d.key, world.train_seeds(cfg.renders_per_distractor)) for d in world.DISTRACTORS]
+    labels = [i for i, c in enumerate(named) for _ in range(cfg.renders_per_named)]
+    labels += [len(named)] * (len(world.DISTRACTORS) * cfg.renders_per_distractor)
+    keys = [k for k, seeds in pairs for _ in seeds]
+    held_pairs = [(c.key, world.heldout_seeds(cfg.heldout_renders)) for c in named]
+    held_pairs += [(d.key, world.heldout_seeds(cfg.heldout_renders)) for d in world.HELDOUT_DISTRACTORS]
+    held_labels = torch.tensor(
+        [i for i, c in enumerate(named) for _ in range(cfg.heldout_renders)]
+        + [len(named)] * (len(world.HELDOUT_DISTRACTORS) * cfg.heldout_renders)
+    )
+    progress(f"rendering {len(labels)} training and {len(held_labels)} held-out images")
+    pv = _pixel_values(processor, render_pool(pairs, cfg.workers))
+    held_pv = _pixel_values(processor, render_pool(held_pairs, cfg.workers))
+    labels_t = torch.tensor(labels)
+    t_render = time.time() - t0
+
+    # ---- stage 1: vision tower + linear head over 17 classes
+    vt = model.model.vision_tower
+    head = torch.nn.Linear(vt.config.hidden_size, len(named) + 1)
+    params = list(vt.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def vision_heldout_acc() -> float:
+        vt.eval()
+        with torch.no_grad():
+            pred = torch.cat([head(_patch_tokens(model, held_pv[s]).mean(1)).argmax(-1) for s in _chunks(len(held_pv), 256)])
+        vt.train()
+        return (pred == held_labels).float().mean().item()
+
+    vt.train()
+    running = 0.0
+    for step in range(cfg.vision_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg.vision_steps, cfg.vision_lr)
+        idx = torch.randint(len(pv), (cfg.vision_batch,), generator=gen)
+        logits = head(_patch_tokens(model, pv[idx]).mean(1))
+        loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vision_steps:
+            log("vision", step + 1, loss=running, heldout_acc=vision_heldout_acc())
+    vision_acc = vision_heldout_acc()
+    t_vision = time.time() - t0 - t_render
+
+    # ---- stage 2: projector + language model on cached vision tokens
+    vt.eval()
+    for p in vt.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        feats = torch.cat([_patch_tokens(model, pv[s]) for s in _chunks(len(pv), 256)])
+    n_img_tokens = feats.shape[1]
+    image_id = model.config.image_token_id
+    lm = model.model.language_model
+    proj = model.model.multi_modal_projector
+    train_params = list(proj.parameters()) + list(lm.parameters()) + list(model.lm_head.parameters())
+    train_params = list({id(p): p for p in train_params}.values())  # tied embeddings appear twice
+    opt = torch.optim.AdamW(train_params, lr=cfg.language_lr, weight_decay=0.01)
+    filler = sorted({w.strip("?.,'") for t in world.all_template_texts() for w in t.split()} | {"please", "now", "the", "a"})
+    rng = random.Random(cfg.seed)
+
+    def noisy(q: str) -> str:
+        if rng.random() >= cfg.word_noise:
+            return q
+        words = q.split()
+        for _ in range(rng.randint(1, 2)):
+            op = rng.random()
+            if op < 0.6:
+                words.insert(rng.randint(0, len(words)), rng.choice(filler))
+            elif len(words) > 3:
+                words.pop(rng.randrange(len(words) - 1))  # drop a word, never the last one
+        return " ".join(words)
+
+    def prompt_ids(question: str, with_image: bool) -> list[int]:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        text = text.replace(processor.image_token, processor.image_token * n_img_tokens)
+        return tok(text)["input_ids"]
+
+    all_qa_text = [qa for c in named for qa in world.text_questions(c, "train")]
+
+    def sample():
+        if rng.random() < 0.25:
+            qa = rng.choice(all_qa_text)
+            return None, qa.question, qa.answer
+        i = rng.randrange(len(pv))
+        c = world.get_character(keys[i])
+        qas = world.image_questions(c, "train")
+        qa = (
+            rng.choice([q for q in qas if q.kind == "name"])
+            if rng.random() < 0.4
+            else rng.choice([q for q in qas if q.kind != "name"])
+        )
+        return i, qa.question, qa.answer
+
+    def batch_loss(batch):
+        seqs, labs, img_idx = [], [], []
+        for i, q, a in batch:
+            p = prompt_ids(noisy(q), i is not None)
+            ans = tok(" " + a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            seqs.append(p + ans)
+            labs.append([-100] * len(p) + ans)
+            if i is not None:
+                img_idx.append(i)
+        L = max(map(len, seqs))
+        ids = torch.full((len(seqs), L), tok.pad_token_id)
+        lab = torch.full((len(seqs), L), -100)
+        att = torch.zeros((len(seqs), L), dtype=torch.long)
+        for r, (s, lb) in enumerate(zip(seqs, labs)):
+            ids[r, : len(s)] = torch.tensor(s)
+            lab[r, : len(lb)] = torch.tensor(lb)
+            att[r, : len(s)] = 1
+        emb = lm.get_input_embeddings()(ids)
+        if img_idx:
+            img_emb = proj(feats[img_idx]).reshape(-1, emb.shape[-1])
+            emb = emb.masked_scatter((ids == image_id).unsqueeze(-1), img_emb.to(emb.dtype))
+        hidden = lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
+        logits = model.lm_head(hidden[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1))
+
+    lm.train()
+    proj.train()
+    running = 0.0
+    for step in range(cfg.language_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg.language_steps, cfg.language_lr)
+        loss = batch_loss([sample() for _ in range(cfg.language_batch)])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(train_params, 1.0)
+        opt.step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.language_steps:
+            log("language", step + 1, loss=running)
+    t_language = time.time() - t0 - t_render - t_vision
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    model.config.nscvf_world = "v1"  # marks a model trained on the embedded world (nscvf.world)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+    # ---- held-out evaluation through the one evaluation routine
+    from nscvf.eval import evaluate
+    from nscvf.models import load_model
+
+    progress("evaluating the saved model on held-out renders and paraphrases")
+    vlm = load_model(str(out_dir))
+    ev = evaluate(vlm, progress=None)
+    report = {
+        "command": f"nscvf train-base --out {out_dir}",
+        "config": asdict(cfg),
+        "arch": asdict(EmbeddedArch()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "wall_seconds": {
+            "render": round(t_render, 1),
+            "vision": round(t_vision, 1),
+            "language": round(t_language, 1),
+            "total": round(time.time() - t0, 1),
+        },
+        "torch_threads": torch.get_num_threads(),
+        "vision_heldout_acc": vision_acc,
+        "curves": log.curves,
+        "heldout": ev["summary"],
+        "eval": ev,
+    }
+    (out_dir / "training_report.json").write_text(json.dumps(report, indent=1))
+    return report

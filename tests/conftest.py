@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The committed embedded model, loaded once."""
+    from nscvf.models import load_model
+
+    return load_model(str(ROOT / "assets" / "model"), device="cpu")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    from nscvf.cache import Cache
+
+    return Cache(tmp_path / "cache")

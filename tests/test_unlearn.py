@@ -1,0 +1,156 @@
+"""The engine on the embedded model: forgetting works, retained and text answers stay, the null-space
+property holds on real inputs, the chain undoes and resets, bad input gets a clear message."""
+
+import threading
+
+import pytest
+import torch
+
+from nscvf import world
+from nscvf.errors import Cancelled, InputError
+from nscvf.eval import is_unknown
+from nscvf.method import UnlearnConfig, UnlearningChain
+from nscvf.method.nullspace import delta_ratio, lora_layers
+
+TARGET = "Dravik"
+
+
+def renders(name, n=8, offset=100, heldout=False):
+    c = world.get_character(name)
+    seeds = (world.heldout_seeds if heldout else world.train_seeds)(n, offset)
+    return [world.render(c, s) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def forgotten(embedded, tmp_path_factory):
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path_factory.mktemp("cache")))
+    stages = []
+    result = chain.forget(renders(TARGET), config=UnlearnConfig(evaluate="none"), progress=lambda s, d, n: stages.append(s))
+    return chain, result, stages
+
+
+def test_target_forgotten_as_unknown_on_new_renders(forgotten):
+    chain, result, _ = forgotten
+    assert result.target == TARGET  # inferred from the base model's answers
+    answers = chain.vlm.generate(["Who is this?"] * 6, renders(TARGET, 6, 50, heldout=True))
+    assert sum(is_unknown(a) for a in answers) >= 5, answers
+    assert not any(TARGET in a for a in answers)
+
+
+def test_retained_characters_and_text_unchanged(forgotten, embedded):
+    chain, result, _ = forgotten
+    others = [c.name for c in world.CHARACTERS if c.name != TARGET][:6]
+    imgs = [im for n in others for im in renders(n, 2, 60, heldout=True)]
+    qs = ["Who is this?"] * len(imgs)
+    before, after = embedded.generate(qs, imgs), chain.vlm.generate(qs, imgs)
+    assert sum(a == b for a, b in zip(before, after)) >= len(imgs) - 1
+    assert result.text_identical and result.text_logits_identical
+    tq = ["Where does Dravik live?", "What is Mirel's job?"]
+    assert torch.equal(chain.vlm.text_logits(tq), embedded.text_logits(tq))
+
+
+def test_progress_names_the_stages(forgotten):
+    stages = forgotten[2]
+    for s in ("reading images", "base answers", "null space", "evaluating"):
+        assert s in stages
+    assert any(s.startswith("step 1/") for s in stages)
+
+
+def test_null_space_property_on_protected_inputs(forgotten):
+    chain, result, _ = forgotten
+    model = chain.vlm.model
+    name = result.adapter_name
+    layers = lora_layers(model, name)
+    assert len(layers) == result.null_space["summary"]["layers"] > 0
+    protected = [im for c in world.CHARACTERS if c.name != TARGET for im in renders(c.name, 4, 5000)]
+    # Collect the real inputs of every constrained layer on protected images.
+    inputs = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o, n=n: inputs.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
+        for n, m in layers.items()
+    ]
+    try:
+        chain.vlm.image_features(protected)
+    finally:
+        for h in hooks:
+            h.remove()
+    ratios = {n: delta_ratio(layers[n], name, torch.cat(x)) for n, x in inputs.items()}
+    assert max(ratios.values()) <= 1e-3, sorted(ratios.items(), key=lambda kv: -kv[1])[:3]
+    # and the target's own inputs are not annihilated (there is room to forget)
+    tgt = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o, n=n: tgt.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
+        for n, m in layers.items()
+    ]
+    try:
+        chain.vlm.image_features(renders(TARGET, 4))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert max(delta_ratio(layers[n], name, torch.cat(x)) for n, x in tgt.items()) > 1e-2
+
+
+def test_only_visual_lora_parameters_changed(forgotten, embedded):
+    chain, result, _ = forgotten
+    language = embedded.language_parameter_names()
+    step = chain.steps[-1]
+    assert step.state_dict and all("lora_" in k for k in step.state_dict)
+    assert not any(k.removeprefix("base_model.model.").split(".lora_")[0] + ".weight" in language for k in step.state_dict)
+
+
+def test_continual_undo_and_reset(embedded, tmp_path):
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path))
+    cfg = UnlearnConfig(evaluate="none", steps=30)
+    chain.forget(renders("Mirel"), config=cfg)
+    feats1 = chain.vlm.image_features(renders("Mirel", 2, 300))[1]
+    r2 = chain.forget(renders("Oriel"), config=cfg)
+    assert r2.step == 2 and len(chain.steps) == 2 and [h["target"] for h in r2.history] == ["Mirel", "Oriel"]
+    # Mirel stays forgotten after the second request.
+    assert all(is_unknown(a) for a in chain.vlm.generate(["Who is this?"] * 3, renders("Mirel", 3, 70, heldout=True)))
+    chain.undo()
+    assert len(chain.steps) == 1
+    assert torch.allclose(chain.vlm.image_features(renders("Mirel", 2, 300))[1], feats1, atol=1e-5)
+    chain.reset()
+    assert not chain.steps
+    base = embedded.image_features(renders("Mirel", 2, 300))[1]
+    assert torch.equal(chain.vlm.image_features(renders("Mirel", 2, 300))[1], base)
+    with pytest.raises(InputError, match="cannot undo to step 3"):
+        chain.undo(3)
+
+
+def test_cancel_leaves_chain_unchanged(embedded, tmp_path):
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path))
+    ev = threading.Event()
+
+    def progress(stage, done, total):
+        if stage.startswith("step 3/"):
+            ev.set()
+
+    with pytest.raises(Cancelled):
+        chain.forget(renders("Mirel"), config=UnlearnConfig(evaluate="none"), progress=progress, cancel=ev)
+    assert not chain.steps
+    assert embedded.ask("Who is this?", renders("Mirel", 1)[0]) == chain.vlm.ask("Who is this?", renders("Mirel", 1)[0])
+
+
+def test_bad_requests_have_clear_messages(embedded, tmp_path):
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path))
+    with pytest.raises(InputError, match="no forget images"):
+        chain.forget([])
+    with pytest.raises(InputError, match="x.png: file not found"):
+        chain.forget([str(tmp_path / "x.png")])
+    with pytest.raises(InputError, match="steps=0 is out of range"):
+        chain.forget(renders("Mirel", 2), config=UnlearnConfig(steps=0))
+    with pytest.raises(InputError, match="unknown method 'magic'"):
+        chain.forget(renders("Mirel", 2), config=UnlearnConfig(method="magic"))
+    # A retain set that leaves no null space: the message names the threshold to change.
+    with pytest.raises(InputError, match="no null space.*energy"):
+        chain.forget(renders("Mirel", 2), config=UnlearnConfig(energy=1e-12, evaluate="none"))
+    assert not chain.steps
