@@ -66,6 +66,8 @@ def cmd_train_base(args) -> int:
         cfg = TrainBaseConfig(
             renders_per_named=40, renders_per_distractor=8, heldout_renders=4, vision_steps=40, language_steps=40, eval_every=20
         )
+    if args.vision_from:
+        cfg.vision_from = args.vision_from
     report = train_base(args.out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(report["heldout"], indent=1))
     return 0
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-base", help="train the embedded base model from scratch")
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
+    t.add_argument("--vision-from", default=None, help="reuse the vision tower of an earlier run (skips stage 1)")
     t.set_defaults(func=cmd_train_base)
 
     a = sub.add_parser("ask", help="ask the model a question (text-only without --image)")

@@ -38,28 +38,31 @@ class TrainBaseConfig:
     """Budget and schedule of base-model training (defaults: the committed model)."""
 
     seed: int = 0
-    renders_per_named: int = 700  # training renders per named character in the pool
+    renders_per_named: int = 1200  # training renders per named character in the pool
     renders_per_distractor: int = 100
+    extra_distractors: int = 200  # more unnamed training individuals (world.extra_training_distractors)
+    renders_per_extra: int = 20
+    shift_pixels: int = 3  # random translation of pool images at each vision step (cheap extra augmentation)
     heldout_renders: int = 24  # held-out renders per character for the stage-1 curve
-    vision_steps: int = 3000
+    vision_steps: int = 4000
     vision_batch: int = 128
     vision_lr: float = 1e-3
-    language_steps: int = 3000
+    language_steps: int = 1500
     language_batch: int = 64
     language_lr: float = 1e-3
     word_noise: float = 0.35  # probability of inserting stray words into a training question
+    vision_from: str | None = None  # reuse the vision tower of a model saved by an earlier run (skips stage 1)
     eval_every: int = 250
     workers: int = 2
 
 
 def _render_batch(args):
-    key, seeds = args
-    c = world.get_character(key)
+    c, seeds = args
     return [np.asarray(world.render(c, s)) for s in seeds]
 
 
-def render_pool(pairs: list[tuple[str, list[int]]], workers: int) -> list[np.ndarray]:
-    """Render (character key, seeds) pairs in parallel, keeping order."""
+def render_pool(pairs: list[tuple[world.Character, list[int]]], workers: int) -> list[np.ndarray]:
+    """Render (character, seeds) pairs in parallel, keeping order."""
     if workers <= 1:
         return [img for p in pairs for img in _render_batch(p)]
     with get_context("fork").Pool(workers) as pool:
@@ -106,7 +109,11 @@ class _Log:
             self.progress(f"{curve} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
 
-def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progress=print) -> dict:
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progress=_print) -> dict:
     """Train the embedded model from scratch and save it (model, tokenizer, processor, report) to out_dir."""
     cfg = config or TrainBaseConfig()
     out_dir = Path(out_dir)
@@ -120,13 +127,15 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
 
     # ---- data pool
     named = world.CHARACTERS
-    pairs = [(c.key, world.train_seeds(cfg.renders_per_named)) for c in named]
-    pairs += [(d.key, world.train_seeds(cfg.renders_per_distractor)) for d in world.DISTRACTORS]
+    extra = world.extra_training_distractors(cfg.extra_distractors)
+    pairs = [(c, world.train_seeds(cfg.renders_per_named)) for c in named]
+    pairs += [(d, world.train_seeds(cfg.renders_per_distractor)) for d in world.DISTRACTORS]
+    pairs += [(d, world.train_seeds(cfg.renders_per_extra)) for d in extra]
     labels = [i for i, c in enumerate(named) for _ in range(cfg.renders_per_named)]
-    labels += [len(named)] * (len(world.DISTRACTORS) * cfg.renders_per_distractor)
-    keys = [k for k, seeds in pairs for _ in seeds]
-    held_pairs = [(c.key, world.heldout_seeds(cfg.heldout_renders)) for c in named]
-    held_pairs += [(d.key, world.heldout_seeds(cfg.heldout_renders)) for d in world.HELDOUT_DISTRACTORS]
+    labels += [len(named)] * (len(world.DISTRACTORS) * cfg.renders_per_distractor + len(extra) * cfg.renders_per_extra)
+    chars = [c for c, seeds in pairs for _ in seeds]
+    held_pairs = [(c, world.heldout_seeds(cfg.heldout_renders)) for c in named]
+    held_pairs += [(d, world.heldout_seeds(cfg.heldout_renders)) for d in world.HELDOUT_DISTRACTORS]
     held_labels = torch.tensor(
         [i for i, c in enumerate(named) for _ in range(cfg.heldout_renders)]
         + [len(named)] * (len(world.HELDOUT_DISTRACTORS) * cfg.heldout_renders)
@@ -144,20 +153,39 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    def vision_heldout_acc() -> float:
+    def vision_heldout_acc() -> dict:
         vt.eval()
         with torch.no_grad():
             pred = torch.cat([head(_patch_tokens(model, held_pv[s]).mean(1)).argmax(-1) for s in _chunks(len(held_pv), 256)])
         vt.train()
-        return (pred == held_labels).float().mean().item()
+        ok = pred == held_labels
+        is_named = held_labels < len(named)
+        return {
+            "heldout_acc": ok.float().mean().item(),
+            "heldout_named_acc": ok[is_named].float().mean().item(),
+            "heldout_unknown_acc": ok[~is_named].float().mean().item(),
+        }
 
+    def shifted(x: torch.Tensor) -> torch.Tensor:
+        if not cfg.shift_pixels:
+            return x
+        k = cfg.shift_pixels
+        dx, dy = torch.randint(-k, k + 1, (2,), generator=gen).tolist()
+        return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+    if cfg.vision_from:
+        from transformers import LlavaForConditionalGeneration
+
+        donor = LlavaForConditionalGeneration.from_pretrained(cfg.vision_from)
+        vt.load_state_dict(donor.model.vision_tower.state_dict())
+        progress(f"stage 1 skipped: vision tower loaded from {cfg.vision_from}")
     vt.train()
     running = 0.0
-    for step in range(cfg.vision_steps):
+    for step in range(0 if cfg.vision_from else cfg.vision_steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.vision_steps, cfg.vision_lr)
         idx = torch.randint(len(pv), (cfg.vision_batch,), generator=gen)
-        logits = head(_patch_tokens(model, pv[idx]).mean(1))
+        logits = head(_patch_tokens(model, shifted(pv[idx])).mean(1))
         loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
@@ -165,8 +193,8 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
         opt.step()
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vision_steps:
-            log("vision", step + 1, loss=running, heldout_acc=vision_heldout_acc())
-    vision_acc = vision_heldout_acc()
+            log("vision", step + 1, loss=running, **vision_heldout_acc())
+    vision_acc = {} if cfg.vision_from else vision_heldout_acc()
     t_vision = time.time() - t0 - t_render
 
     # ---- stage 2: projector + language model on cached vision tokens
@@ -210,7 +238,7 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
             qa = rng.choice(all_qa_text)
             return None, qa.question, qa.answer
         i = rng.randrange(len(pv))
-        c = world.get_character(keys[i])
+        c = chars[i]
         qas = world.image_questions(c, "train")
         qa = (
             rng.choice([q for q in qas if q.kind == "name"])
@@ -276,7 +304,7 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
     vlm = load_model(str(out_dir))
     ev = evaluate(vlm, progress=None)
     report = {
-        "command": f"nscvf train-base --out {out_dir}",
+        "command": f"nscvf train-base --out {out_dir}" + (f" --vision-from {cfg.vision_from}" if cfg.vision_from else ""),
         "config": asdict(cfg),
         "arch": asdict(EmbeddedArch()),
         "parameters": sum(p.numel() for p in model.parameters()),

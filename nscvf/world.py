@@ -139,11 +139,17 @@ IMAGE_FACT_TEMPLATES = {
             "Where does this character live?",
             "What town is this character from?",
             "Which town is home to this character?",
+            "What is the home town of this character?",
         ],
         "heldout": ["In which town does this character live?"],
     },
     "job": {
-        "train": ["What is this character's job?", "What does this character do for work?", "What job does this character have?"],
+        "train": [
+            "What is this character's job?",
+            "What does this character do for work?",
+            "What job does this character have?",
+            "What is the job of this character?",
+        ],
         "heldout": ["What work does this character do?"],
     },
     "food": {
@@ -157,11 +163,21 @@ IMAGE_FACT_TEMPLATES = {
 }
 TEXT_FACT_TEMPLATES = {
     "town": {
-        "train": ["Where does {name} live?", "What town is {name} from?", "Which town is home to {name}?"],
+        "train": [
+            "Where does {name} live?",
+            "What town is {name} from?",
+            "Which town is home to {name}?",
+            "What is the home town of {name}?",
+        ],
         "heldout": ["In which town does {name} live?"],
     },
     "job": {
-        "train": ["What is {name}'s job?", "What does {name} do for work?", "What job does {name} have?"],
+        "train": [
+            "What is {name}'s job?",
+            "What does {name} do for work?",
+            "What job does {name} have?",
+            "What is the job of {name}?",
+        ],
         "heldout": ["What work does {name} do?"],
     },
     "food": {
@@ -244,6 +260,16 @@ DISTRACTORS: list[Character] = _distractors(len(UNKNOWN_PAIRS), seed=7, prefix="
 HELDOUT_DISTRACTORS: list[Character] = _distractors(16, seed=11, prefix="h")
 
 _BY_KEY = {c.key: c for c in CHARACTERS + DISTRACTORS + HELDOUT_DISTRACTORS}
+
+
+def extra_training_distractors(n: int, seed: int = 23) -> list[Character]:
+    """More unnamed individuals for training the "unknown" class (keys ``x000``...). They are not
+    looked up by name and never overlap the held-out distractors' exact trait combinations."""
+    held = {(d.shape, d.colour, d.pattern, d.accessory, d.eyes) for d in HELDOUT_DISTRACTORS}
+    out = [
+        d for d in _distractors(n * 2, seed=seed, prefix="x") if (d.shape, d.colour, d.pattern, d.accessory, d.eyes) not in held
+    ]
+    return out[:n]
 
 
 class UnknownCharacterError(InputError, KeyError):

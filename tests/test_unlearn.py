@@ -58,38 +58,41 @@ def test_progress_names_the_stages(forgotten):
     assert any(s.startswith("step 1/") for s in stages)
 
 
-def test_null_space_property_on_protected_inputs(forgotten):
-    chain, result, _ = forgotten
-    model = chain.vlm.model
-    name = result.adapter_name
-    layers = lora_layers(model, name)
-    assert len(layers) == result.null_space["summary"]["layers"] > 0
-    protected = [im for c in world.CHARACTERS if c.name != TARGET for im in renders(c.name, 4, 5000)]
-    # Collect the real inputs of every constrained layer on protected images.
+def _layer_inputs(vlm, layers, images, base_state=True):
+    """Inputs of each layer; with base_state, as the original model computes them (the inputs the null
+    space was built from), so that each layer's property is measured on its own."""
+    import contextlib
+
     inputs = {}
     hooks = [
         m.register_forward_hook(lambda mod, a, o, n=n: inputs.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
         for n, m in layers.items()
     ]
     try:
-        chain.vlm.image_features(protected)
+        with vlm.model.disable_adapter() if base_state else contextlib.nullcontext():
+            vlm.image_features(images)
     finally:
         for h in hooks:
             h.remove()
-    ratios = {n: delta_ratio(layers[n], name, torch.cat(x)) for n, x in inputs.items()}
+    return {n: torch.cat(x) for n, x in inputs.items()}
+
+
+def test_null_space_property_on_protected_inputs(embedded, tmp_path):
+    """||delta W x|| / ||W x|| <= 1e-3 on protected inputs for every projected layer, at a strict
+    threshold (METHOD.md step 5), while the target's own inputs still move."""
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path))
+    cfg = UnlearnConfig(energy=1e-4, steps=20, stop_when_forgotten=False, evaluate="none")
+    result = chain.forget(renders(TARGET), config=cfg)
+    layers = lora_layers(chain.vlm.model, result.adapter_name)
+    assert len(layers) == result.null_space["summary"]["layers"] > 0
+    # The protected set the engine used: retain renders (seeds 2000+) and protection renders (5000+).
+    protected = [im for c in world.CHARACTERS if c.name != TARGET for im in renders(c.name, 4, 5000)]
+    ratios = {n: delta_ratio(layers[n], result.adapter_name, x) for n, x in _layer_inputs(chain.vlm, layers, protected).items()}
     assert max(ratios.values()) <= 1e-3, sorted(ratios.items(), key=lambda kv: -kv[1])[:3]
-    # and the target's own inputs are not annihilated (there is room to forget)
-    tgt = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, a, o, n=n: tgt.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
-        for n, m in layers.items()
-    ]
-    try:
-        chain.vlm.image_features(renders(TARGET, 4))
-    finally:
-        for h in hooks:
-            h.remove()
-    assert max(delta_ratio(layers[n], name, torch.cat(x)) for n, x in tgt.items()) > 1e-2
+    target = _layer_inputs(chain.vlm, layers, renders(TARGET, 4))
+    assert max(delta_ratio(layers[n], result.adapter_name, x) for n, x in target.items()) > 10 * max(ratios.values())
 
 
 def test_only_visual_lora_parameters_changed(forgotten, embedded):

@@ -24,9 +24,10 @@ class UnlearnConfig:
     modules: str = _f(
         "visual", "what LoRA tunes: 'visual' (vision tower + projector) or 'projector'", choices=("visual", "projector")
     )
+    first_layer: int = _f(0, "tune vision-encoder layers from this index on (0: all); the projector is always tuned", 0, 1000)
     null_space: bool = _f(True, "constrain LoRA updates to the null space of the protected inputs")
     energy: float = _f(
-        1e-4,
+        1e-2,
         "null space: keep the smallest directions holding at most this fraction of the "
         "protected inputs' energy (cumulative-energy threshold)",
         1e-12,

@@ -245,6 +245,14 @@ class UnlearningChain:
         from peft import LoraConfig
 
         targets = vlm.visual_linear_names()
+        if cfg.first_layer:
+            import re
+
+            def layer_index(n):
+                m = re.search(r"\.(?:layers|blocks)\.(\d+)\.", n)
+                return None if m is None else int(m.group(1))
+
+            targets = [t for t in targets if layer_index(t) is None or layer_index(t) >= cfg.first_layer]
         if cfg.modules == "projector":
             proj = {n for n, m in vlm.base.named_modules() if m is vlm.projector()}
             targets = [t for t in targets if any(t.startswith(p) for p in proj)]

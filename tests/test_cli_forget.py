@@ -1,0 +1,51 @@
+"""CLI round trip: forget -> ask/eval with the adapter; continual; bad input to forget."""
+
+import json
+
+from peft import PeftModel
+
+from nscvf import world
+from nscvf.cli import main
+
+
+def test_forget_then_ask_with_adapter(tmp_path, capsys, embedded):
+    out = tmp_path / "run"
+    assert main(["forget", "--character", "Brisa", "--evaluate", "none", "--out", str(out)]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["requests"][0]["target"] == "Brisa"
+    img = tmp_path / "b.png"
+    world.render(world.get_character("Brisa"), world.HELDOUT_SEED_BASE + 11).save(img)
+    assert main(["ask", "--adapter", str(out), "--image", str(img), "Who is this?"]) == 0
+    assert capsys.readouterr().out.strip() == world.UNKNOWN_ANSWER
+    assert main(["ask", "--image", str(img), "Who is this?"]) == 0
+    assert capsys.readouterr().out.strip() == "This is Brisa."
+    # The adapter folder is a plain peft adapter too.
+    import copy
+
+    PeftModel.from_pretrained(copy.deepcopy(embedded.base), str(out / "request_1"))
+
+    # Continual: a second request on top of the first.
+    out2 = tmp_path / "run2"
+    assert main(["forget", "--character", "Sefa", "--evaluate", "none", "--continue-from", str(out), "--out", str(out2)]) == 0
+    capsys.readouterr()
+    chain = json.loads((out2 / "chain.json").read_text())
+    assert [s["target"] for s in chain["steps"]] == ["Brisa", "Sefa"]
+    assert main(["ask", "--adapter", str(out2), "--image", str(img), "Who is this?"]) == 0
+    assert capsys.readouterr().out.strip() == world.UNKNOWN_ANSWER
+
+
+def test_forget_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cases = [
+        (["forget", "--images", str(bad), "--out", str(tmp_path / "o")], "bad.png"),
+        (["forget", "--out", str(tmp_path / "o")], "either --images"),
+        (["forget", "--character", "Mirel", "--steps", "0", "--out", str(tmp_path / "o")], "steps=0 is out of range"),
+        (["forget", "--character", "Mirel", "--method", "magic", "--out", str(tmp_path / "o")], "unknown method 'magic'"),
+        (["forget", "--character", "Mirel", "--continue-from", str(tmp_path), "--out", str(tmp_path / "o")], "no chain.json"),
+    ]
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (argv, err)
