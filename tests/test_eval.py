@@ -40,4 +40,4 @@ def test_target_group_is_reported_separately(embedded):
     res = evaluate(embedded, target="Oriel", renders=1, mc=False, keep_answers=True)
     assert res["summary"]["target_name_acc_heldout"] is not None
     assert {a["character"] for a in res["answers"] if a["group"] == "target"} == {"oriel"}
-    assert res["summary"]["target_fact_text_acc"] == 1.0
+    assert res["results"]["target"]["text"]["train"]["fact_text_acc"] == 1.0
