@@ -345,6 +345,8 @@ class UnlearningChain:
         from peft import get_peft_model, get_peft_model_state_dict
 
         cfg = copy.deepcopy(cfg).validate()
+        if get_method(cfg.method, cfg).modules == "projector":
+            cfg.modules = "projector"  # the method says what it tunes (nscvf_projector)
         method = get_method(cfg.method, cfg)
         timings: dict[str, float] = {}
         cache_info: dict[str, str] = {}

@@ -1,0 +1,222 @@
+"""Measure the app's targets end to end, as a visitor sees them (gradio_client against `python app.py`).
+
+    python scripts/bench_app.py --json runs/bench_app.json [--character mirel] [--steps 60] [--evaluation quick]
+
+1. serving: process start -> the page answers (target <= 10 s);
+2. example request: 8 renders of an example character, submitted as soon as the page answers (so it may
+   wait for the model to load), until the answers and plots arrive (target <= 45 s after the click); then
+   the accuracies, which the app evaluates after showing the answers (reported separately);
+3. plots: the plots come with the result; the time the job spent drawing them is reported (target: shown
+   <= 3 s after the job ends);
+4. repeat: the identical request from a new session (target <= 2 s), restored from the cache;
+5. restart: the server is restarted on the same data dir; serving again, and the repeat once more
+   (a restart loses nothing finished).
+
+Uses a fresh data dir (a temporary one unless --data-dir) so that nothing is cached before step 2.
+Prints the numbers and writes them as JSON to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(port: int, data: Path, tmp: Path, log) -> tuple[subprocess.Popen, float]:
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NSCVF_DATA_DIR": str(data),
+        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    while time.time() - t0 < 120:
+        if proc.poll() is not None:
+            raise SystemExit(f"app exited with {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                if r.status == 200:
+                    return proc, time.time() - t0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("app did not answer within 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def request(url: str, args, evaluation: str = "none") -> tuple[dict, float, list, float, list]:
+    """One Forget as the browser runs it: the answers and plots (timed), then the accuracies (timed)."""
+    from gradio_client import Client
+
+    # download_files=False: a browser fetches output images lazily; the uploads (8 small PNGs) are timed.
+    c = Client(url, analytics_enabled=False, verbose=False, download_files=False)
+    t0 = time.time()
+    job = c.submit(*args, api_name="/forget")
+    stages = []
+    while not job.done():
+        st = job.status()
+        if st.progress_data:
+            d = re.sub(r" · \d+ s$", "", st.progress_data[0].desc or "")
+            d = re.sub(r"^step \d+/(\d+)$", r"step k/\1", d)
+            if not stages or stages[-1][0] != d:
+                stages.append((d, round(time.time() - t0, 2)))
+        time.sleep(0.05)
+    out = job.result()
+    dt = time.time() - t0
+    t1 = time.time()
+    nums = c.predict(evaluation, api_name="/numbers") if evaluation != "none" else None
+    return out, dt, stages, time.time() - t1, nums
+
+
+def numbers(table) -> dict:
+    return {r[0]: r[1:] for r in table["data"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Measure the app's serving, request, plot and cache times.")
+    p.add_argument("--json", required=True, help="write the numbers here")
+    p.add_argument("--character", default="mirel", help="example character (folder under assets/examples)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: UnlearnConfig's, early stopping on)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="another Advanced setting (lr, lora_rank, energy, tau, retain_weight); default UnlearnConfig's",
+    )
+    p.add_argument("--evaluation", default="quick", choices=["quick", "none", "full"])
+    p.add_argument("--method", default="nscvf")
+    p.add_argument("--data-dir", default=None, help="data dir (default: a fresh temporary one)")
+    args = p.parse_args(argv)
+
+    from gradio_client import handle_file
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    data = Path(args.data_dir) if args.data_dir else tmp / "data"
+    paths = sorted((ROOT / "assets" / "examples" / args.character).glob("*.png"))
+    if not paths:
+        raise SystemExit(f"no example renders for {args.character!r}: run scripts/make_examples.py")
+    from nscvf.method.config import UnlearnConfig
+
+    d = {k: v["default"] for k, v in UnlearnConfig.fields_help().items()}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        d[k.strip()] = float(v)
+    args.steps = args.steps or d["steps"]
+    fargs = (
+        [handle_file(str(q)) for q in paths],
+        "",
+        args.method,
+        args.steps,
+        d["lr"],
+        d["lora_rank"],
+        d["energy"],
+        d["tau"],
+        d["retain_weight"],
+        args.evaluation,
+        None,
+    )
+    res: dict = {
+        "model": os.environ.get("NSCVF_MODEL") or "assets/model",
+        "character": args.character,
+        "n_images": len(paths),
+        "steps": args.steps,
+        "settings": {k: d[k] for k in ("lr", "lora_rank", "energy", "tau", "retain_weight")},
+        "evaluation": args.evaluation,
+        "method": args.method,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
+    }
+    log = open(tmp / "app.log", "w")
+    proc = None
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc, res["serving_s"] = start(port, data, tmp, log)
+        out, res["example_request_s"], res["example_stages"], res["example_numbers_s"], nums = request(
+            url, fargs, args.evaluation
+        )
+        res["example_with_numbers_s"] = res["example_request_s"] + res["example_numbers_s"]
+        m = re.search(r"done\*\* in ([\d.]+) s", out[0])
+        if not m:
+            raise SystemExit(f"the example request did not finish: {out[0]}")
+        nums = numbers(nums[0] if nums else out[10])
+        job_time = nums.get("job time (s)", ["", ""])[1]
+        res["example_job_line"] = job_time
+        pm = re.search(r"plots ([\d.]+)", job_time)
+        res["plots_in_job_s"] = float(pm.group(1)) if pm else None
+        res["plots_after_job_end_s"] = 0.0  # the plots arrive with the answers in the same response
+        res["steps_run"] = nums.get("steps run", ["", ""])[1]
+        res["forget_heldout"] = nums.get("forget: target named (held-out renders)")
+        res["retain"] = nums.get("retain: other characters named / facts")
+        res["text"] = nums.get("text: facts asked by name (no image)")
+        out2, res["repeat_s"], _, res["repeat_numbers_s"], _ = request(url, fargs, args.evaluation)
+        res["repeat_restored"] = "restored from the cache" in out2[0]
+        m2 = re.search(r"restored from the cache\*\* in ([\d.]+) s", out2[0])
+        res["repeat_server_s"] = float(m2.group(1)) if m2 else None
+        stop(proc)
+        proc, res["serving_after_restart_s"] = start(port, data, tmp, log)
+        out3, res["repeat_after_restart_s"], _, res["repeat_after_restart_numbers_s"], _ = request(url, fargs, args.evaluation)
+        res["repeat_after_restart_restored"] = "restored from the cache" in out3[0]
+        stop(proc)
+    except BaseException:
+        print("the app's log (tail):\n" + (tmp / "app.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        if proc is not None and proc.poll() is None:
+            stop(proc)
+        log.close()
+        res["log_tail"] = (tmp / "app.log").read_text()[-1500:]
+        if not args.data_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res["targets"] = {
+        "serving_s<=10": res["serving_s"] <= 10,
+        "example_request_s<=45": res["example_request_s"] <= 45,
+        "repeat_s<=2": res["repeat_s"] <= 2,
+        "repeat_server_s<=2": (res["repeat_server_s"] or 99) <= 2,
+        "plots<=3s_after_job": (res["plots_after_job_end_s"] or 0) <= 3,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=1))
+    for k, v in res.items():
+        if k not in ("log_tail", "example_stages"):
+            print(f"{k}: {v}")
+    print("stages (first seen, s after submit):", ", ".join(f"{d}@{t}" for d, t in res["example_stages"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
