@@ -86,7 +86,7 @@ def build_items(target: str | None = None, renders: int = 3, seed_offset: int = 
                         qa.kind,
                         qa.fact,
                         qa.question,
-                        qa.expected if hasattr(qa, "expected") else qa.answer,
+                        qa.answer,
                         None,
                     )
                 )
@@ -122,11 +122,6 @@ def _aggregate(rows: list[tuple[Item, str, dict]]) -> dict:
         }
         for g, rs in acc.items()
     }
-
-
-def _mean(rows, pred) -> float | None:
-    vals = [s for item, _, s in rows if pred(item)]
-    return None if not vals else None
 
 
 def _rate(rows, metric: str, **where) -> float | None:

@@ -677,7 +677,6 @@ class UnlearningChain:
                 "mean_kept_rank": round(sum(s.kept_rank for s in spaces.values()) / len(spaces), 2),
                 "mean_kept_fraction": round(sum(s.kept_rank / s.dim for s in spaces.values()) / len(spaces), 4),
                 "max_energy_in_null_space": max(s.discarded_energy for s in spaces.values()),
-                "protected_images": None,
             }
         return UnlearnResult(
             step=len(self.steps) + 1,
