@@ -409,7 +409,7 @@ def make_config(method: str, steps, lr, lora_rank, energy, tau, retain_weight, e
     ``evaluation`` is validated here but run by the app after the answers are shown (see :func:`numbers`),
     so the engine gets ``evaluate="none"``."""
     from nscvf.method.config import UnlearnConfig
-    from nscvf.method.registry import all_methods
+    from nscvf.method.registry import all_methods, method_config
 
     values = dict(zip([f for f, _, _ in ADVANCED], (steps, lr, lora_rank, energy, tau, retain_weight)))
     changes = {f: _number(f, values[f], integer) for f, _, integer in ADVANCED}
@@ -418,10 +418,9 @@ def make_config(method: str, steps, lr, lora_rank, energy, tau, retain_weight, e
     if (evaluation or "quick") not in FIELDS["evaluate"]["choices"]:
         raise InputError(f"evaluation={evaluation!r} is not valid; choose one of {', '.join(FIELDS['evaluate']['choices'])}")
     changes["evaluate"] = "none"
-    cls = all_methods().get(method)
-    if cls is not None:  # the method says which modules LoRA tunes (nscvf_projector: the projector)
-        changes["modules"] = getattr(cls, "modules", "visual")
-    return UnlearnConfig().replace(**changes).validate()
+    if method not in all_methods():
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(all_methods())}")
+    return method_config(UnlearnConfig().replace(**changes).validate())
 
 
 def _target(name: str | None, vlm) -> str | None:

@@ -31,17 +31,13 @@ def forgotten(embedded, tmp_path_factory):
     return chain, result, stages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known engine weakness (issue 3): with the default config, early stopping fires once the 8 forget "
-    "images say 'I don't know', before held-out renders follow; measured 2/6 unknown, 2/6 still 'Dravik', 2/6 a wrong name",
-)
 def test_target_forgotten_as_unknown_on_new_renders(forgotten):
     chain, result, _ = forgotten
     assert result.target == TARGET  # inferred from the base model's answers
-    answers = chain.vlm.generate(["Who is this?"] * 6, renders(TARGET, 6, 50, heldout=True))
-    assert sum(is_unknown(a) for a in answers) >= 5, answers
+    answers = chain.vlm.generate(["Who is this?"] * 8, renders(TARGET, 8, 50, heldout=True))
+    assert sum(is_unknown(a) for a in answers) >= 7, answers  # "I don't know", not a wrong name
     assert not any(TARGET in a for a in answers)
+    assert result.stopped_early and result.steps_run < result.config["steps"]
 
 
 def test_retained_characters_and_text_unchanged(forgotten, embedded):
@@ -98,7 +94,7 @@ def test_null_space_property_on_protected_inputs(embedded, tmp_path):
     assert max(ratios.values()) <= 1e-3, sorted(ratios.items(), key=lambda kv: -kv[1])[:3]
     target = _layer_inputs(chain.vlm, layers, renders(TARGET, 4))
     # The target's inputs move more than any protected input (at this strict threshold only ~2-3x more:
-    # measured 2.5e-4 vs 9.5e-5; the default energy=1e-2 trades the 1e-3 bound for room to forget).
+    # measured 2.5e-4 vs 9.5e-5; the default energy=5e-2 trades the 1e-3 bound for room to forget).
     assert max(delta_ratio(layers[n], result.adapter_name, x) for n, x in target.items()) > max(ratios.values())
 
 

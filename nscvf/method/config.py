@@ -17,7 +17,7 @@ def _f(default, help: str, lo=None, hi=None, choices=None):
 @dataclass
 class UnlearnConfig:
     method: str = _f("nscvf", "unlearning method (see nscvf.method.METHODS)")
-    steps: int = _f(60, "maximum optimizer steps", 1, 2000)
+    steps: int = _f(40, "maximum optimizer steps", 1, 2000)
     lr: float = _f(2e-3, "AdamW learning rate of the LoRA parameters", 1e-6, 1e-1)
     lora_rank: int = _f(8, "LoRA rank r", 1, 256)
     lora_alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / r)", 0.1, 1024)
@@ -27,7 +27,7 @@ class UnlearnConfig:
     first_layer: int = _f(0, "tune vision-encoder layers from this index on (0: all); the projector is always tuned", 0, 1000)
     null_space: bool = _f(True, "constrain LoRA updates to the null space of the protected inputs")
     energy: float = _f(
-        1e-2,
+        5e-2,
         "null space: keep the smallest directions holding at most this fraction of the "
         "protected inputs' energy (cumulative-energy threshold)",
         1e-12,
@@ -45,14 +45,30 @@ class UnlearnConfig:
         "positive of the forget term: 'nearest' target-region feature or its 'prototype'",
         choices=("nearest", "prototype"),
     )
+    negatives: str = _f(
+        "target",
+        "negatives of the forget term: the target's original features ('target', METHOD.md) or also the "
+        "retained images' original features ('known': pushes the target away from every known identity)",
+        choices=("target", "known"),
+    )
+    forget_weight: float = _f(1.0, "weight of the contrastive forget term (InfoNCE)", 0.0, 100.0)
     retain_weight: float = _f(1.0, "weight lambda of the retain feature-matching term", 0.0, 100.0)
     retain_loss: str = _f("mse", "retain term: token-level 'mse' (normalised) or 'cosine'", choices=("mse", "cosine"))
-    answer_weight: float = _f(0.0, 'weight of the optional answer-level NLL toward "I don\'t know" on forget images', 0.0, 100.0)
+    answer_weight: float = _f(
+        1.0,
+        'weight of the answer-level NLL toward "I don\'t know" on forget images (METHOD.md: optional; on by default '
+        "here because the feature-level loss alone moved targets to wrong names; method nscvf_feature turns it off)",
+        0.0,
+        100.0,
+    )
     retain_batch: int = _f(32, "retain images per step", 1, 512)
     augment: bool = _f(True, "random crops and flips of the forget images at each step (generalise to new renderings)")
-    stop_when_forgotten: bool = _f(True, "stop early once every forget image is answered as unknown")
-    check_every: int = _f(10, "steps between forgetting checks", 1, 1000)
-    min_steps: int = _f(20, "never stop before this many steps", 0, 2000)
+    stop_when_forgotten: bool = _f(
+        True, "stop early once every forget image and its augmented views are answered as unknown (retain drift grows after)"
+    )
+    check_views: int = _f(3, "augmented views of each forget image that the stop check also asks about", 0, 16)
+    check_every: int = _f(2, "steps between forgetting checks", 1, 1000)
+    min_steps: int = _f(4, "never stop before this many steps", 0, 2000)
     retain_per_character: int = _f(8, "embedded world: default retain renders per other named character", 1, 200)
     retain_per_distractor: int = _f(1, "embedded world: default retain renders per distractor", 0, 50)
     protect_per_character: int = _f(24, "embedded world: renders per other character in the null-space protected set", 1, 500)

@@ -1,5 +1,5 @@
-"""NSCVF and its ablations: contrastive visual forgetting with and without the null space, and on the
-projector alone (METHOD.md; the paper's ablations)."""
+"""NSCVF and its ablations: contrastive visual forgetting with and without the null space, on the
+projector alone, and without the answer-level term (METHOD.md; the paper's ablations)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ class NSCVF(Method):
     def loss(self, ctx):
         c = self.config
         z_f = pooled(ctx.forget_tokens())
-        forget = contrastive_forget_loss(z_f, ctx.region, ctx.forget_orig_pooled, tau=c.tau, positive=c.positive)
+        negatives = ctx.forget_orig_pooled if c.negatives == "target" else ctx.known_negatives()
+        forget = contrastive_forget_loss(z_f, ctx.region, negatives, tau=c.tau, positive=c.positive)
         tok_r, tok_r_orig = ctx.retain_tokens()
         keep = retain_loss(tok_r, tok_r_orig, c.retain_loss)
-        total = forget + c.retain_weight * keep
+        total = c.forget_weight * forget + c.retain_weight * keep
         logs = {"forget": forget.item(), "retain": keep.item()}
         if c.answer_weight > 0:
             ans = ctx.answer_nll("forget", toward="unknown").mean()
@@ -40,3 +41,10 @@ class NSCVFProjector(NSCVF):
     name = "nscvf_projector"
     description = "NSCVF tuning the projector only (the paper's weak-forgetting ablation)"
     modules = "projector"
+
+
+@register
+class NSCVFFeature(NSCVF):
+    name = "nscvf_feature"
+    description = "NSCVF with the feature-level loss only (no answer-level term; METHOD.md's default)"
+    overrides = {"answer_weight": 0.0}

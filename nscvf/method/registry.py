@@ -18,6 +18,7 @@ class Method:
     description = ""
     null_space = False  # default; UnlearnConfig.null_space can turn it off, never on for baselines
     modules = "visual"  # or "projector"
+    overrides: dict = {}  # config fields the method fixes (e.g. a loss term it leaves out)
     needs_answers = False  # uses answer-level losses (needs the model's own answers on forget images)
 
     def __init__(self, config):
@@ -37,3 +38,9 @@ def all_methods() -> dict[str, type]:
 
 def get_method(name: str, config) -> Method:
     return all_methods()[name](config)
+
+
+def method_config(config):
+    """``config`` with what its method fixes: the modules it tunes and its ``overrides``."""
+    cls = all_methods()[config.method]
+    return config.replace(modules=cls.modules, **cls.overrides)

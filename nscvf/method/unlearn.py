@@ -33,7 +33,7 @@ from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.cvf import pooled, retain_drift
 from nscvf.method.nullspace import CovarianceCollector, LayerNullSpace, lora_layers, null_space_projector, project_lora_A
-from nscvf.method.registry import get_method
+from nscvf.method.registry import get_method, method_config
 from nscvf.models.base import VisionLanguageModel
 
 GENERIC_IDENTITY_QUESTION = "Who is this?"
@@ -150,6 +150,7 @@ class StepContext:
         self.rng = rng
         self.answers = answer_data or {}
         self.forget_ref_logp = self.answers.get("forget_ref_logp")
+        self._known = None
 
     def forget_tokens(self) -> torch.Tensor:
         n = len(self.forget_orig_pooled)
@@ -158,6 +159,13 @@ class StepContext:
         per = len(views) // n
         pick = [views[i * per + self.rng.randrange(per)] for i in range(n)]
         return torch.stack(self.vlm.project_images(self.vlm.collate(pick))).float()
+
+    def known_negatives(self) -> torch.Tensor:
+        """The target's original features and the retained images' original pooled features."""
+        if self._known is None:
+            known = torch.stack([F.normalize(t.float().mean(0), dim=-1) for t in self._retain_orig])
+            self._known = torch.cat([self.forget_orig_pooled, known.to(self.forget_orig_pooled.device)])
+        return self._known
 
     def retain_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.rng.sample(range(len(self._retain_inputs)), min(self.cfg.retain_batch, len(self._retain_inputs)))
@@ -344,9 +352,7 @@ class UnlearningChain:
     def _forget(self, forget_images, retain_images, cfg, progress, cancel, target, region_images) -> UnlearnResult:
         from peft import get_peft_model, get_peft_model_state_dict
 
-        cfg = copy.deepcopy(cfg).validate()
-        if get_method(cfg.method, cfg).modules == "projector":
-            cfg.modules = "projector"  # the method says what it tunes (nscvf_projector)
+        cfg = method_config(copy.deepcopy(cfg).validate()).validate()
         method = get_method(cfg.method, cfg)
         timings: dict[str, float] = {}
         cache_info: dict[str, str] = {}
@@ -611,6 +617,10 @@ class UnlearningChain:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         losses, stopped_early, steps_run = [], False, 0
+        # The stop check asks about the forget images and fixed augmented views of them: stopping when
+        # only the given images say "unknown" left new renders of the target named (measured).
+        view_rng = random.Random(cfg.seed + 1)
+        check_images = list(forget) + [augment(im, view_rng) for im in forget for _ in range(cfg.check_views)]
         t_opt = time.time()
         t_proj = 0.0
         model.train()
@@ -633,7 +643,7 @@ class UnlearningChain:
                 and steps_run < cfg.steps
             ):
                 model.eval()
-                if self._forgotten(work, forget, qs, region, forget_orig_pooled):
+                if self._forgotten(work, check_images, qs, region, forget_orig_pooled):
                     stopped_early = True
                     break
                 model.train()
@@ -728,11 +738,11 @@ class UnlearningChain:
             "after": [[round(v, 5) for v in row] for row in after.tolist()],
         }
 
-    def _forgotten(self, work, forget, qs, region, forget_orig_pooled) -> bool:
+    def _forgotten(self, work, images, qs, region, forget_orig_pooled) -> bool:
         if is_world_model(work):
-            answers = work.generate([qs[0]] * len(forget), forget)
+            answers = work.generate([qs[0]] * len(images), images)
             return all(is_unknown(a) for a in answers)
-        _, z = work.image_features(forget)
+        _, z = work.image_features(images)
         z = z.to(region.device)
         to_region = (z @ region.T).max(-1).values
         to_orig = (z @ forget_orig_pooled.T).max(-1).values
