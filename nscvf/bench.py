@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 QUICK_TARGETS = ["Mirel", "Dravik", "Oriel", "Brisa"]
-METHOD_ORDER = ["nscvf", "cvf", "nscvf_projector", "ga", "gd", "kl", "npo"]
+METHOD_ORDER = ["nscvf", "nscvf_feature", "cvf", "nscvf_projector", "ga", "gd", "kl", "npo"]
 
 
 def _forget_images(name: str, n: int = 8):
@@ -237,7 +237,9 @@ def run_bench(
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "note": "every method tunes the visual module only (LoRA on vision tower + projector; projector only for "
-        "nscvf_projector); the language model is frozen. Same 8 forget images (training renders) and step budget.",
+        "nscvf_projector); the language model is frozen. Same 8 forget images (training renders), step budget and "
+        "early stop (every forget image and 3 augmented views of each answered as unknown). nscvf, cvf and "
+        "nscvf_projector use the answer-level term (answer_weight=1); nscvf_feature is nscvf without it.",
         "targets": targets,
         "base": base,
         "methods": summaries,
