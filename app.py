@@ -547,25 +547,8 @@ def _compute(chain, images, cfg, target, job: Job, retain=None) -> dict:
 
 def restore_step(chain, rec: dict, images) -> None:
     """Append a finished request to ``chain`` from its record (no retraining): its adapter weights,
-    configuration and result, so that later requests, Undo and Ask see exactly the trained model.
-    (Uses the chain's internals; see the report for the library method this should become.)"""
-    from nscvf.cache import image_set_fingerprint
-    from nscvf.method.config import UnlearnConfig
-    from nscvf.method.unlearn import UnlearnResult, _Step
-
-    r = UnlearnResult(**rec["result"])
-    step = _Step(
-        rec["adapter"],
-        UnlearnConfig(**r.config),
-        dict(rec["state_dict"]),
-        r.target,
-        image_set_fingerprint(images),
-        list(images),
-        r,
-    )
-    with chain._lock:
-        chain.steps.append(step)
-        chain.vlm = chain._rebuild(chain.steps)
+    configuration and result, so that later requests, Undo and Ask see exactly the trained model."""
+    chain.restore(rec["result"], rec["state_dict"], images)
 
 
 # -------------------------------------------------------------------------------------- rendering
@@ -985,12 +968,8 @@ def _evaluate_states(chain, target, mode: str, state_before: str, job: Job) -> d
         hit = MODEL.cache.get(key)
         t = time.time()
         if hit is None:
-            if which == "after":
-                vlm = chain.vlm
-            elif len(chain.steps) <= 1:
-                vlm = chain.base_vlm
-            else:  # the state before the last request (a private copy; the chain is not touched)
-                vlm = chain._rebuild(chain.steps[:-1])
+            n = len(chain.steps)
+            vlm = chain.model_at(n if which == "after" else max(n - 1, 0))  # a private copy; the chain is not touched
 
             def cb(done, total, which=which):
                 if job.cancel.is_set():

@@ -187,7 +187,10 @@ def run_bench(
     renders: int = 3,
     continual_n: int = 8,
     progress=print,
+    partial=None,
 ) -> dict:
+    """Run the benchmark. ``partial(dict)`` (optional) receives the results so far after every method, so
+    that an interrupted run keeps what it finished."""
     from nscvf import world
     from nscvf.eval import evaluate
     from nscvf.models import default_source, load_model
@@ -208,6 +211,8 @@ def run_bench(
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
             runs[m] = ex.submit(_run_method, m, targets, steps, renders).result()
         progress(f"  {m}: {json.dumps(_summarise(runs[m], base))}")
+        if partial is not None:
+            partial({"targets": targets, "base": base, "per_target": runs, "elapsed_seconds": round(time.time() - t0, 1)})
     summaries = {m: _summarise(runs[m], base) for m in methods}
     overhead = None
     if "nscvf" in summaries and "cvf" in summaries and summaries["cvf"]["seconds_per_step"]:

@@ -248,6 +248,7 @@ def cmd_bench(args) -> int:
         renders=args.renders,
         continual_n=args.continual,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
+        partial=(lambda r: bench.write(r, args.json + ".partial", None)) if args.json else None,
     )
     res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
     bench.write(res, args.json, args.md)

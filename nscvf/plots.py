@@ -34,7 +34,8 @@ def warm_up() -> threading.Thread:
         try:
             umap = _umap()
             x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
-            umap.UMAP(n_neighbors=10, n_components=2, random_state=0, n_jobs=1).fit(x)
+            # The same settings as project(), so that fit and transform are compiled for them.
+            umap.UMAP(n_neighbors=10, n_components=2, random_state=0, n_jobs=1, metric="cosine").fit(x).transform(x[:5])
         finally:
             _warm.set()
 

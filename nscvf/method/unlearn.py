@@ -34,7 +34,7 @@ from nscvf.method.config import UnlearnConfig
 from nscvf.method.cvf import pooled, retain_drift
 from nscvf.method.nullspace import CovarianceCollector, LayerNullSpace, lora_layers, null_space_projector, project_lora_A
 from nscvf.method.registry import get_method, method_config
-from nscvf.models.base import VisionLanguageModel
+from nscvf.models.base import VisionLanguageModel, padding_right
 
 GENERIC_IDENTITY_QUESTION = "Who is this?"
 GENERIC_UNKNOWN = "I don't know."
@@ -277,6 +277,28 @@ class UnlearningChain:
 
     def reset(self) -> None:
         self.undo(0)
+
+    def model_at(self, k: int) -> VisionLanguageModel:
+        """A private model in the state after request ``k`` (0 = base); the chain is not touched."""
+        if not 0 <= k <= len(self.steps):
+            raise InputError(f"no state {k}: the chain has {len(self.steps)} request(s)")
+        if k == 0:
+            return self.base_vlm
+        if k == len(self.steps):
+            return self.vlm
+        return self._rebuild(self.steps[:k])
+
+    def restore(self, result: UnlearnResult | dict, state_dict: dict, forget_images) -> None:
+        """Append a finished request without retraining: its adapter weights (peft state dict), its
+        result and its forget images (protected in later requests). Used to replay cached requests."""
+        r = result if isinstance(result, UnlearnResult) else UnlearnResult(**result)
+        forget = ensure_images(forget_images)
+        step = _Step(
+            r.adapter_name, UnlearnConfig(**r.config), dict(state_dict), r.target, image_set_fingerprint(forget), forget, r
+        )
+        with self._lock:
+            self.steps.append(step)
+            self.vlm = self._rebuild(self.steps)
 
     @property
     def results(self) -> list[UnlearnResult]:
@@ -522,7 +544,7 @@ class UnlearningChain:
         self.cache.set(key, res)
         return res
 
-    def _null_space(self, work, model, name, layers, protect, cfg, state_fp, cache_info, stage) -> dict[str, LayerNullSpace]:
+    def _null_space(self, work, layers, protect, cfg, state_fp, cache_info, stage) -> dict[str, LayerNullSpace]:
         key = ("cov", state_fp, image_set_fingerprint(protect), tuple(sorted(layers)))
         hit = self.cache.get(key)
         if hit is not None:
@@ -602,7 +624,7 @@ class UnlearningChain:
                 protect += extra
             for s in self.steps:
                 protect += list(s.protect_images)
-            spaces = self._null_space(work, model, name, layers, protect, cfg, state_fp, cache_info, stage)
+            spaces = self._null_space(work, layers, protect, cfg, state_fp, cache_info, stage)
             empty = [n for n, s in spaces.items() if s.kept_rank == 0]
             if len(empty) == len(spaces):
                 raise InputError(
@@ -656,8 +678,15 @@ class UnlearningChain:
         stage("evaluating")
         done = timed("eval_after")
         probes_after = self._answer_probes(work, forget, qs)
+        stage("evaluating")
         eval_after = (
-            evaluate(work, target, renders=2 if cfg.evaluate == "quick" else 3, mc=cfg.evaluate == "full")
+            evaluate(
+                work,
+                target,
+                renders=2 if cfg.evaluate == "quick" else 3,
+                mc=cfg.evaluate == "full",
+                progress=lambda d, n: stage("evaluating", d, n),
+            )
             if eval_before is not None
             else None
         )
@@ -675,6 +704,7 @@ class UnlearningChain:
         drift = retain_drift(tok_after, tok_orig) | {
             "images": "held-out retain renders" if is_world_model(work) else "retain images"
         }
+        stage("evaluating")
         embeddings = self._embeddings(work, model, forget, retain, region_imgs, target)
         done()
         ns_stats = {n: s.stats() for n, s in spaces.items()}
@@ -775,15 +805,12 @@ class UnlearningChain:
         tok = work.tokenizer
         prompts = [work.prompt(q, True) for _, q, _ in items]
         texts = [p + " " + a + (tok.eos_token or "") for p, (_, _, a) in zip(prompts, items)]
-        tok.padding_side = "right"
-        try:
+        with padding_right(tok):
             batch = work.processor(text=texts, images=[im for im, _, _ in items], return_tensors="pt", padding=True)
             plens = [
                 len(work.processor(text=[p], images=[im], return_tensors="pt")["input_ids"][0])
                 for p, (im, _, _) in zip(prompts, items)
             ]
-        finally:
-            tok.padding_side = "left"
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = -100
         for r, pl in enumerate(plens):

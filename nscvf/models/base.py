@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from contextlib import contextmanager
 from functools import cached_property
 
 import torch
@@ -19,6 +21,22 @@ from nscvf.images import ensure_images
 
 # Config fields that say where or how a checkpoint was loaded, not what it is (left out of fingerprints).
 _NOT_CONTENT = {"_name_or_path", "dtype", "torch_dtype", "transformers_version", "_attn_implementation_autoset"}
+
+
+_PADDING_LOCK = threading.RLock()
+
+
+@contextmanager
+def padding_right(tokenizer):
+    """Right padding (teacher forcing, answer scoring) while the lock is held. The tokenizer is shared
+    by every copy of a model and every thread, and generation needs left padding."""
+    with _PADDING_LOCK:
+        old = tokenizer.padding_side
+        tokenizer.padding_side = "right"
+        try:
+            yield
+        finally:
+            tokenizer.padding_side = old
 
 
 class VisionLanguageModel:
@@ -148,10 +166,11 @@ class VisionLanguageModel:
 
     def _inputs(self, questions: list[str], images: list[Image.Image] | None) -> dict:
         prompts = [self.prompt(q, images is not None) for q in questions]
-        if images is None:
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
-        else:
-            batch = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        with _PADDING_LOCK:  # left padding (generation); see padding_right
+            if images is None:
+                batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+            else:
+                batch = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
         return self._to_device(dict(batch))
 
     @torch.no_grad()
@@ -199,16 +218,13 @@ class VisionLanguageModel:
         images = None if image is None else ensure_images([image]) * len(answers)
         prompt = self.prompt(question, image is not None)
         texts = [prompt + " " + a + (self.tokenizer.eos_token or "") for a in answers]
-        self.tokenizer.padding_side = "right"
-        try:
+        with padding_right(self.tokenizer):
             if images is None:
                 batch = self.tokenizer(texts, return_tensors="pt", padding=True)
                 plen = len(self.tokenizer(prompt)["input_ids"])
             else:
                 batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
                 plen = len(self.processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"][0])
-        finally:
-            self.tokenizer.padding_side = "left"
         batch = self._to_device(dict(batch))
         logits = self.model(**batch).logits.float()
         logp = logits[:, :-1].log_softmax(-1)
