@@ -160,3 +160,28 @@ def test_bad_requests_have_clear_messages(embedded, tmp_path):
     with pytest.raises(InputError, match="no null space.*energy"):
         chain.forget(renders("Mirel", 2), config=UnlearnConfig(energy=1e-12, evaluate="none"))
     assert not chain.steps
+
+
+def test_restore_replays_a_request_and_model_at_gives_earlier_states(forgotten, embedded, tmp_path):
+    """A finished request restored from its result and adapter weights (no training) is the same model;
+    model_at(0) is the base and leaves the chain as it is."""
+    from nscvf.cache import Cache
+
+    chain, result, _ = forgotten
+    step = chain.steps[-1]
+    again = UnlearningChain(embedded, Cache(tmp_path))
+    again.restore(result.to_dict(), step.state_dict, renders(TARGET))
+    imgs = renders(TARGET, 2, 300)
+    assert torch.allclose(again.vlm.image_features(imgs)[1], chain.vlm.image_features(imgs)[1], atol=1e-6)
+    assert again.steps[0].target == TARGET and again.results[0].steps_run == result.steps_run
+    assert again.model_at(0) is embedded and again.model_at(1) is again.vlm and len(again.steps) == 1
+    with pytest.raises(InputError, match="no state 2"):
+        again.model_at(2)
+
+
+def test_methods_fix_their_own_settings():
+    from nscvf.method.registry import method_config
+
+    assert method_config(UnlearnConfig(method="nscvf_feature")).answer_weight == 0.0
+    assert method_config(UnlearnConfig(method="nscvf_projector")).modules == "projector"
+    assert method_config(UnlearnConfig(method="nscvf", answer_weight=2.0)).answer_weight == 2.0
