@@ -149,7 +149,7 @@ def _config_from_args(args):
     from nscvf.method.config import UnlearnConfig
 
     changes = {"method": args.method}
-    for name in ("steps", "lr", "lora_rank", "energy", "tau", "retain_weight", "evaluate", "seed"):
+    for name in ("steps", "lr", "lora_rank", "energy", "tau", "retain_weight", "answer_weight", "evaluate", "seed"):
         v = getattr(args, name, None)
         if v is not None:
             changes[name] = v
@@ -234,6 +234,14 @@ class _StageBar:
 def cmd_bench(args) -> int:
     from nscvf import bench
 
+    if args.from_json:
+        try:
+            res = bench.resummarise(json.loads(Path(args.from_json).read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{args.from_json}: not a benchmark result ({e}); pass the --json file of `nscvf bench`") from None
+        bench.write(res, args.json, args.md)
+        print(bench.to_markdown(res))
+        return 0
     methods = args.methods.split(",") if args.methods else None
     if methods:
         from nscvf.method.registry import all_methods
@@ -303,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--character", default=None, help="embedded world: forget this character (renders --n images)")
     f.add_argument("--n", type=_positive_int(64), default=8, help="with --character: how many renders")
     f.add_argument("--retain", nargs="+", default=None, help="images to keep (default for the embedded model: other characters)")
-    f.add_argument("--method", default="nscvf", help="nscvf (default), cvf, nscvf_projector, ga, gd, kl, npo")
+    f.add_argument("--method", default="nscvf", help="nscvf (default), nscvf_feature, cvf, nscvf_projector, ga, gd, kl, npo")
     f.add_argument("--continue-from", default=None, help="a previous --out folder: continual unlearning")
     f.add_argument("--out", required=True, help="folder for the adapters and report.json")
     f.add_argument("--steps", type=int, default=None)
@@ -312,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--energy", type=float, default=None, help="null-space cumulative-energy threshold")
     f.add_argument("--tau", type=float, default=None)
     f.add_argument("--retain-weight", type=float, default=None)
+    f.add_argument("--answer-weight", type=float, default=None, help='answer-level term toward "I don\'t know" (0: off)')
     f.add_argument("--evaluate", default=None, help="none, quick or full")
     f.add_argument("--seed", type=int, default=None)
     model_args(f)
@@ -325,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--continual", type=int, default=8, help="sequential requests in the continual run (0: skip)")
     b.add_argument("--json", default=None)
     b.add_argument("--md", default=None)
+    b.add_argument(
+        "--from-json", default=None, help="re-render the tables of a saved run (--json of an earlier bench); runs nothing"
+    )
     b.set_defaults(func=cmd_bench)
     return p
 
