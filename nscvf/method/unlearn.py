@@ -66,10 +66,15 @@ def infer_target(answers: list[str]) -> str | None:
     return name if n * 2 >= len(answers) else None
 
 
-def world_retain_images(exclude: str | None, per_character: int, per_distractor: int, seed_offset: int = 0) -> list[Image.Image]:
-    ex = world.get_character(exclude).key if exclude else None
+def world_retain_images(exclude, per_character: int, per_distractor: int, seed_offset: int = 0) -> list[Image.Image]:
+    """Renders of every named character but ``exclude`` (a name or a list of names), and distractors."""
+    names = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    ex = {world.get_character(n).key for n in names}
     imgs = [
-        world.render(c, s) for c in world.CHARACTERS if c.key != ex for s in world.train_seeds(per_character, 2000 + seed_offset)
+        world.render(c, s)
+        for c in world.CHARACTERS
+        if c.key not in ex
+        for s in world.train_seeds(per_character, 2000 + seed_offset)
     ]
     imgs += [world.render(d, s) for d in world.DISTRACTORS for s in world.train_seeds(per_distractor, 3000 + seed_offset)]
     return imgs
@@ -81,9 +86,11 @@ def world_region_images(n: int) -> list[Image.Image]:
     return [world.render(ds[i % len(ds)], 4000 + i) for i in range(n)]
 
 
-def world_heldout_retain(exclude: str | None, per_character: int = 2) -> list[Image.Image]:
-    ex = world.get_character(exclude).key if exclude else None
-    return [world.render(c, s) for c in world.CHARACTERS if c.key != ex for s in world.heldout_seeds(per_character, 7000)]
+def world_heldout_retain(exclude, per_character: int = 2) -> list[Image.Image]:
+    """Held-out renders of every named character but ``exclude`` (a name or a list of names)."""
+    names = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    ex = {world.get_character(n).key for n in names}
+    return [world.render(c, s) for c in world.CHARACTERS if c.key not in ex for s in world.heldout_seeds(per_character, 7000)]
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -420,7 +427,11 @@ class UnlearningChain:
         if retain_images is None:
             if not world_model:
                 raise InputError("retain images are required for this model: pass images of what must be kept")
-            retain = world_retain_images(target, cfg.retain_per_character, cfg.retain_per_distractor)
+            # Earlier targets are not retained: they are protected in their forgotten state instead.
+            earlier = [s.target for s in self.steps if s.target]
+            retain = world_retain_images(
+                [target, *earlier] if target else earlier, cfg.retain_per_character, cfg.retain_per_distractor
+            )
         else:
             retain = ensure_images(retain_images)
             if not retain:
@@ -583,14 +594,15 @@ class UnlearningChain:
         cache_info,
         rng,
     ) -> UnlearnResult:
-        # ---- frozen references (adapters disabled = the original model)
+        # ---- frozen references: the chain's state before this request (the original model at first)
         done = timed("references")
+        before = self._state_before(model, name)
         views = [
             forget[i] if v == 0 or not cfg.augment else augment(forget[i], rng) for i in range(len(forget)) for v in range(4)
         ]
         forget_inputs = [work.image_inputs([im]) for im in views]
         retain_inputs = [work.image_inputs([im]) for im in retain]
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), before():
             orig_forget_tokens = work.project_images(work.collate([work.image_inputs([im]) for im in forget]))
             forget_orig_pooled = torch.stack([pooled(t[None].float())[0] for t in orig_forget_tokens])
             retain_orig = []
@@ -600,7 +612,7 @@ class UnlearningChain:
         region = region.to(work.device)
         forget_orig_pooled = forget_orig_pooled.to(work.device)
         answer_data = (
-            self._answer_data(work, model, forget, retain, qs, probes_before, rng)
+            self._answer_data(work, before, forget, retain, qs, probes_before, rng)
             if method.needs_answers or cfg.answer_weight > 0
             else None
         )
@@ -697,7 +709,9 @@ class UnlearningChain:
             with model.disable_adapter():
                 base_logits = work.text_logits(text_qs)
         logits_identical = bool(torch.equal(after_logits, base_logits))
-        held = world_heldout_retain(target) if is_world_model(work) else retain[:64]
+        # Drift of what is retained (earlier targets are forgotten on purpose), against the original model.
+        gone = [target, *(s.target for s in self.steps if s.target)]
+        held = world_heldout_retain([g for g in gone if g]) if is_world_model(work) else retain[:64]
         tok_after, _ = work.image_features(held)
         with model.disable_adapter():
             tok_orig, _ = work.image_features(held)
@@ -742,6 +756,29 @@ class UnlearningChain:
             embeddings=embeddings,
         )
 
+    def _state_before(self, model, name):
+        """A context manager in which ``model`` is the chain's state before this request: the original
+        model for the first request, the earlier requests' adapters for later ones (the references of
+        the loss: continual requests keep what the chain is now, and earlier targets stay forgotten)."""
+        import contextlib
+
+        prev = [s.name for s in self.steps]
+        if not prev:
+            return model.disable_adapter
+
+        @contextlib.contextmanager
+        def ctx():
+            grads = {n: p.requires_grad for n, p in model.named_parameters()}
+            model.base_model.set_adapter(prev)
+            try:
+                yield
+            finally:
+                model.base_model.set_adapter(prev + [name])
+                for n, p in model.named_parameters():  # peft's set_adapter marks active adapters trainable
+                    p.requires_grad_(grads[n])
+
+        return ctx
+
     @staticmethod
     def _embeddings(work, model, forget, retain, region_imgs, target) -> dict:
         """Pooled features z(x) of the forget images, retained images and the unknown region, from the
@@ -778,7 +815,7 @@ class UnlearningChain:
         to_orig = (z @ forget_orig_pooled.T).max(-1).values
         return bool((to_region > to_orig).all())
 
-    def _answer_data(self, work, model, forget, retain, qs, probes_before, rng) -> dict:
+    def _answer_data(self, work, before, forget, retain, qs, probes_before, rng) -> dict:
         """Teacher-forcing batches for answer-level losses: the model's own answers (original) and the
         unknown answer, on forget images; the model's own identity answers on a sample of retain images."""
         unknown = world.UNKNOWN_ANSWER if is_world_model(work) else GENERIC_UNKNOWN
@@ -791,7 +828,7 @@ class UnlearningChain:
             "forget_unknown": self._tf_batch(work, [(im, q, unknown) for im, q, _ in f_items]),
             "retain_original": self._tf_batch(work, [(im, qs[0], a) for im, a in zip(r_imgs, r_ans)]),
         }
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), before():
             ctx = StepContext(work, [], torch.empty(0), None, [], [], None, rng, data)
             data["forget_ref_logp"] = -ctx.answer_nll("forget", "original", reduction="sum").detach()
             b = data["retain_original"]
