@@ -305,8 +305,10 @@ def to_markdown(res: dict) -> str:
         "cached per model state and protected set) is a per-request cost, included in seconds per request.",
         "",
     ]
-    best = max(res["methods"].items(), key=lambda kv: kv[1]["harmonic_mean"] or 0)[0]
-    lines.append(f"Best harmonic mean of (1 - held-out forget accuracy) and retain accuracy: **{best}**.")
+    top = max(s["harmonic_mean"] or 0 for s in res["methods"].values())
+    best = [m for m, s in res["methods"].items() if (s["harmonic_mean"] or 0) == top]
+    tie = " (a tie)" if len(best) > 1 else ""
+    lines.append(f"Best harmonic mean of (1 - held-out forget accuracy) and retain accuracy{tie}: **{', '.join(best)}**.")
     c = res.get("continual")
     if c:
         lines += [
