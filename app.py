@@ -409,7 +409,7 @@ def make_config(method: str, steps, lr, lora_rank, energy, tau, retain_weight, e
     ``evaluation`` is validated here but run by the app after the answers are shown (see :func:`numbers`),
     so the engine gets ``evaluate="none"``."""
     from nscvf.method.config import UnlearnConfig
-    from nscvf.method.registry import all_methods, method_config
+    from nscvf.method.registry import method_config
 
     values = dict(zip([f for f, _, _ in ADVANCED], (steps, lr, lora_rank, energy, tau, retain_weight)))
     changes = {f: _number(f, values[f], integer) for f, _, integer in ADVANCED}
@@ -418,8 +418,6 @@ def make_config(method: str, steps, lr, lora_rank, energy, tau, retain_weight, e
     if (evaluation or "quick") not in FIELDS["evaluate"]["choices"]:
         raise InputError(f"evaluation={evaluation!r} is not valid; choose one of {', '.join(FIELDS['evaluate']['choices'])}")
     changes["evaluate"] = "none"
-    if method not in all_methods():
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(all_methods())}")
     return method_config(UnlearnConfig().replace(**changes).validate())
 
 
@@ -478,7 +476,7 @@ def _retain_rows(chain, target: str | None, retain=None) -> list[list[str]]:
             [f"kept image #{k // len(qs) + 1}", q, before[k], after[k], "same" if before[k] == after[k] else "CHANGED"]
             for k, q in enumerate(flat_q)
         ]
-    forgotten = [s.target for s in chain.steps if s.target]
+    forgotten = chain.forgotten_targets
     chars = _retained_characters(target, forgotten + ([target] if target else []))
     qs = ["Who is this?", world.IMAGE_FACT_TEMPLATES["town"]["train"][0]]
     imgs = [world.render(c, world.HELDOUT_SEED_BASE + 9000 + i) for i, c in enumerate(chars)]

@@ -26,13 +26,13 @@ def main() -> None:
 
     import torch
 
-    from nscvf import world
+    from nscvf.bench import _forget_images
     from nscvf.cache import Cache
     from nscvf.method import UnlearnConfig, UnlearningChain
     from nscvf.models import load_model
 
     vlm = load_model()
-    images = [world.render(world.get_character(args.target), s) for s in world.train_seeds(8, 100)]
+    images = _forget_images(args.target)  # the benchmark's forget images
     per_step: dict[str, list[float]] = {"nscvf": [], "cvf": []}
     projection: list[float] = []
     with tempfile.TemporaryDirectory() as d:

@@ -66,16 +66,16 @@ def infer_target(answers: list[str]) -> str | None:
     return name if n * 2 >= len(answers) else None
 
 
+def _named_except(exclude) -> list:
+    """The named characters but ``exclude`` (a name, a list of names, or None)."""
+    names = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    ex = {world.get_character(n).key for n in names if n}
+    return [c for c in world.CHARACTERS if c.key not in ex]
+
+
 def world_retain_images(exclude, per_character: int, per_distractor: int, seed_offset: int = 0) -> list[Image.Image]:
     """Renders of every named character but ``exclude`` (a name or a list of names), and distractors."""
-    names = [exclude] if isinstance(exclude, str) else list(exclude or [])
-    ex = {world.get_character(n).key for n in names}
-    imgs = [
-        world.render(c, s)
-        for c in world.CHARACTERS
-        if c.key not in ex
-        for s in world.train_seeds(per_character, 2000 + seed_offset)
-    ]
+    imgs = [world.render(c, s) for c in _named_except(exclude) for s in world.train_seeds(per_character, 2000 + seed_offset)]
     imgs += [world.render(d, s) for d in world.DISTRACTORS for s in world.train_seeds(per_distractor, 3000 + seed_offset)]
     return imgs
 
@@ -88,9 +88,7 @@ def world_region_images(n: int) -> list[Image.Image]:
 
 def world_heldout_retain(exclude, per_character: int = 2) -> list[Image.Image]:
     """Held-out renders of every named character but ``exclude`` (a name or a list of names)."""
-    names = [exclude] if isinstance(exclude, str) else list(exclude or [])
-    ex = {world.get_character(n).key for n in names}
-    return [world.render(c, s) for c in world.CHARACTERS if c.key not in ex for s in world.heldout_seeds(per_character, 7000)]
+    return [world.render(c, s) for c in _named_except(exclude) for s in world.heldout_seeds(per_character, 7000)]
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -308,6 +306,11 @@ class UnlearningChain:
             self.vlm = self._rebuild(self.steps)
 
     @property
+    def forgotten_targets(self) -> list[str]:
+        """The targets of the requests in the chain, in order (requests without a known target skipped)."""
+        return [s.target for s in self.steps if s.target]
+
+    @property
     def results(self) -> list[UnlearnResult]:
         return [s.result for s in self.steps if s.result is not None]
 
@@ -381,7 +384,7 @@ class UnlearningChain:
     def _forget(self, forget_images, retain_images, cfg, progress, cancel, target, region_images) -> UnlearnResult:
         from peft import get_peft_model, get_peft_model_state_dict
 
-        cfg = method_config(copy.deepcopy(cfg).validate()).validate()
+        cfg = method_config(copy.deepcopy(cfg).validate())
         method = get_method(cfg.method, cfg)
         timings: dict[str, float] = {}
         cache_info: dict[str, str] = {}
@@ -428,10 +431,7 @@ class UnlearningChain:
             if not world_model:
                 raise InputError("retain images are required for this model: pass images of what must be kept")
             # Earlier targets are not retained: they are protected in their forgotten state instead.
-            earlier = [s.target for s in self.steps if s.target]
-            retain = world_retain_images(
-                [target, *earlier] if target else earlier, cfg.retain_per_character, cfg.retain_per_distractor
-            )
+            retain = world_retain_images([target, *self.forgotten_targets], cfg.retain_per_character, cfg.retain_per_distractor)
         else:
             retain = ensure_images(retain_images)
             if not retain:
@@ -710,8 +710,7 @@ class UnlearningChain:
                 base_logits = work.text_logits(text_qs)
         logits_identical = bool(torch.equal(after_logits, base_logits))
         # Drift of what is retained (earlier targets are forgotten on purpose), against the original model.
-        gone = [target, *(s.target for s in self.steps if s.target)]
-        held = world_heldout_retain([g for g in gone if g]) if is_world_model(work) else retain[:64]
+        held = world_heldout_retain([target, *self.forgotten_targets]) if is_world_model(work) else retain[:64]
         tok_after, _ = work.image_features(held)
         with model.disable_adapter():
             tok_orig, _ = work.image_features(held)
