@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 
 def unlearn(vlm, forget_images, retain_images=None, config=None, **kwargs):
-    """Forget the concept shown in ``forget_images`` (see :func:`nscvf.method.unlearn.unlearn`)."""
-    from nscvf.method.unlearn import unlearn as _unlearn
+    """Forget the concept shown in ``forget_images`` (see :func:`nscvf.method.chain.unlearn`)."""
+    from nscvf.method.chain import unlearn as _unlearn
 
     return _unlearn(vlm, forget_images, retain_images, config, **kwargs)

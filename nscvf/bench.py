@@ -25,7 +25,7 @@ METHOD_ORDER = ["nscvf", "nscvf_feature", "cvf", "nscvf_projector", "ga", "gd", 
 def _forget_images(name: str, n: int = 8):
     from nscvf import world
 
-    return [world.render(world.get_character(name), s) for s in world.train_seeds(n, 100)]
+    return [world.render(world.get_character(name), s) for s in world.train_seeds(n, world.SEEDS["forget_example"])]
 
 
 def _target_metrics(ev: dict) -> dict:

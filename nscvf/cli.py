@@ -74,9 +74,15 @@ def cmd_train_base(args) -> int:
 
 
 def _load(args):
+    """The model the command runs on: the base model, or with ``--adapter DIR`` the saved chain's state."""
     from nscvf.models import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype, adapter=getattr(args, "adapter", None))
+    vlm = load_model(args.model, device=args.device, dtype=args.dtype)
+    if getattr(args, "adapter", None):
+        from nscvf.method.chain import UnlearningChain
+
+        return UnlearningChain.load(vlm, args.adapter).vlm
+    return vlm
 
 
 def cmd_ask(args) -> int:
@@ -159,7 +165,8 @@ def _config_from_args(args):
 def cmd_forget(args) -> int:
     from nscvf import world
     from nscvf.images import load_image
-    from nscvf.method.unlearn import UnlearningChain
+    from nscvf.method.chain import UnlearningChain
+    from nscvf.models import load_model
 
     cfg = _config_from_args(args)
     if bool(args.images) == bool(args.character):
@@ -168,14 +175,14 @@ def cmd_forget(args) -> int:
     if args.character:
         c = world.get_character(args.character)
         target = c.name
-        forget = [world.render(c, s) for s in world.train_seeds(args.n, 100)]
+        forget = [world.render(c, s) for s in world.train_seeds(args.n, world.SEEDS["forget_example"])]
     else:
         forget = [load_image(p) for p in args.images]
     retain = [load_image(p) for p in args.retain] if args.retain else None
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not (out / "chain.json").exists():
         raise InputError(f"{out} exists and is not an unlearning result folder; choose a new --out")
-    vlm = _load(args)
+    vlm = load_model(args.model, device=args.device, dtype=args.dtype)
     chain = UnlearningChain.load(vlm, args.continue_from) if args.continue_from else UnlearningChain(vlm)
     bar = _StageBar()
     try:
@@ -244,7 +251,7 @@ def cmd_bench(args) -> int:
         return 0
     methods = args.methods.split(",") if args.methods else None
     if methods:
-        from nscvf.method.registry import all_methods
+        from nscvf.method.methods import all_methods
 
         bad = [m for m in methods if m not in all_methods()]
         if bad:

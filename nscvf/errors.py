@@ -16,3 +16,7 @@ class ModelLoadError(NSCVFError):
 
 class Cancelled(NSCVFError):
     """A long job was cancelled through its progress callback."""
+
+
+class ResourceError(NSCVFError):
+    """A request that does not fit the machine (memory); the message names what to lower."""

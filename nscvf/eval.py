@@ -143,7 +143,7 @@ def multiple_choice(vlm, target: str | None = None, renders: int = 2, groups=("t
         group = "target" if c.key == tkey else "others"
         if group not in groups:
             continue
-        for s in world.heldout_seeds(renders, 900):
+        for s in world.heldout_seeds(renders, world.SEEDS["eval_heldout"]):
             img = world.render(c, s)
             others = rng.sample([n for n in world.NAMES if n != c.name], 3)
             opts = [f"This is {c.name}."] + [f"This is {n}." for n in others]

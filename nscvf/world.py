@@ -26,6 +26,21 @@ from nscvf.errors import InputError
 
 RENDER_SIZE = 128
 HELDOUT_SEED_BASE = 1_000_000
+
+# Render-seed offsets of every image set built from the world, in one place (train_seeds/heldout_seeds add
+# them): different sets never share a render, and a set is the same wherever it is built.
+SEEDS = {
+    "forget_example": 100,  # the CLI's and benchmark's forget renders of a target (train split)
+    "eval_heldout": 900,  # evaluation renders (held-out split)
+    "retain": 2000,  # default retain set: renders of the other named characters
+    "retain_distractor": 3000,  # default retain set: renders of training distractors
+    "region": 4000,  # the target region: training distractors (the model's "unknown")
+    "protect": 5000,  # the null space's protected set: renders of the other named characters
+    "heldout_retain": 7000,  # retain drift: held-out renders of the other named characters
+    "plot_keep": 8000,  # the embedding plots' retained points (held-out split)
+    "showcase": 9000,  # the app's retained-characters table (held-out split)
+    "example_heldout": 9500,  # the app's example held-out render per character
+}
 UNKNOWN_ANSWER = "I don't know who this is."
 
 SHAPES = ["circle", "square", "triangle", "diamond", "hexagon", "star", "pentagon", "blob"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from nscvf import world
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_OFFSET = 100
+SEED_OFFSET = world.SEEDS["forget_example"]
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
             world.render(c, seed).save(d / f"{c.key}_{i + 1:02d}.png", optimize=True)
         held = out / "heldout"
         held.mkdir(parents=True, exist_ok=True)
-        world.render(c, world.heldout_seeds(1, 9500)[0]).save(held / f"{c.key}.png", optimize=True)
+        world.render(c, world.heldout_seeds(1, world.SEEDS["example_heldout"])[0]).save(held / f"{c.key}.png", optimize=True)
     print(f"wrote {args.n} renders x {len(world.CHARACTERS)} characters to {out}")
     return 0
 

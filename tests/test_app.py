@@ -191,7 +191,7 @@ def test_repeat_restored_from_cache(server, first):
     nums = c.predict(EVALUATION, api_name="/numbers")
     assert rows(nums[0]) == rows(first["numbers"][0]) and time.time() - t1 < 5
     # The adapter came back too: the restored session's model answers like the trained one.
-    held = world.render(world.get_character("Mirel"), world.heldout_seeds(1, 9500)[0])
+    held = world.render(world.get_character("Mirel"), world.heldout_seeds(1, world.SEEDS["example_heldout"])[0])
     assert (
         c.predict(*_ask_args(held, server), api_name="/ask")[1]
         == first["client"].predict(*_ask_args(held, server), api_name="/ask")[1]
@@ -226,8 +226,8 @@ def test_two_sessions_isolated_and_continual(server, first, trained):
     assert [r[1] for r in rows(res["a"][HISTORY])] == ["Mirel", "Tobbin"] or not trained
     assert len(rows(res["b"][HISTORY])) == 1
 
-    mirel = world.render(world.get_character("Mirel"), world.heldout_seeds(1, 9500)[0])
-    tobbin = world.render(world.get_character("Tobbin"), world.heldout_seeds(1, 9500)[0])
+    mirel = world.render(world.get_character("Mirel"), world.heldout_seeds(1, world.SEEDS["example_heldout"])[0])
+    tobbin = world.render(world.get_character("Tobbin"), world.heldout_seeds(1, world.SEEDS["example_heldout"])[0])
     a_m = a.predict(*_ask_args(mirel, server), api_name="/ask")
     b_m = b.predict(*_ask_args(mirel, server), api_name="/ask")
     b_t = b.predict(*_ask_args(tobbin, server), api_name="/ask")

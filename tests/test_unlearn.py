@@ -59,19 +59,16 @@ def test_progress_names_the_stages(forgotten):
     assert any(s.startswith("step 1/") for s in stages)
 
 
-def _layer_inputs(vlm, layers, images, base_state=True):
-    """Inputs of each layer; with base_state, as the original model computes them (the inputs the null
-    space was built from), so that each layer's property is measured on its own."""
-    import contextlib
-
+def _layer_inputs(chain, layers, images):
+    """Inputs of each layer as the original model computes them (the inputs the null space was built
+    from), so that each layer's property is measured on its own."""
     inputs = {}
     hooks = [
         m.register_forward_hook(lambda mod, a, o, n=n: inputs.setdefault(n, []).append(a[0].detach().reshape(-1, a[0].shape[-1])))
         for n, m in layers.items()
     ]
     try:
-        with vlm.model.disable_adapter() if base_state else contextlib.nullcontext():
-            vlm.image_features(images)
+        chain.base_vlm.image_features(images)
     finally:
         for h in hooks:
             h.remove()
@@ -86,24 +83,25 @@ def test_null_space_property_on_protected_inputs(embedded, tmp_path):
     chain = UnlearningChain(embedded, Cache(tmp_path))
     cfg = UnlearnConfig(energy=1e-6, steps=20, stop_when_forgotten=False, evaluate="none")
     result = chain.forget(renders(TARGET), config=cfg)
-    layers = lora_layers(chain.vlm.model, result.adapter_name)
+    adapter = chain.steps[-1].adapter
+    layers = lora_layers(chain.shared.peft, adapter)
     assert len(layers) == result.null_space["summary"]["layers"] > 0
     # The protected set the engine used: retain renders (seeds 2000+) and protection renders (5000+).
     protected = [im for c in world.CHARACTERS if c.name != TARGET for im in renders(c.name, 4, 5000)]
-    ratios = {n: delta_ratio(layers[n], result.adapter_name, x) for n, x in _layer_inputs(chain.vlm, layers, protected).items()}
+    ratios = {n: delta_ratio(layers[n], adapter, x) for n, x in _layer_inputs(chain, layers, protected).items()}
     assert max(ratios.values()) <= 1e-3, sorted(ratios.items(), key=lambda kv: -kv[1])[:3]
-    target = _layer_inputs(chain.vlm, layers, renders(TARGET, 4))
+    target = _layer_inputs(chain, layers, renders(TARGET, 4))
     # The target's inputs move more than any protected input (at this strict threshold only ~2-3x more:
     # measured 2.5e-4 vs 9.5e-5; the default energy=5e-2 trades the 1e-3 bound for room to forget).
-    assert max(delta_ratio(layers[n], result.adapter_name, x) for n, x in target.items()) > max(ratios.values())
+    assert max(delta_ratio(layers[n], adapter, x) for n, x in target.items()) > max(ratios.values())
 
 
 def test_only_visual_lora_parameters_changed(forgotten, embedded):
     chain, result, _ = forgotten
     language = embedded.language_parameter_names()
-    step = chain.steps[-1]
-    assert step.state_dict and all("lora_" in k for k in step.state_dict)
-    assert not any(k.removeprefix("base_model.model.").split(".lora_")[0] + ".weight" in language for k in step.state_dict)
+    state = chain.adapter_state()
+    assert state and all("lora_" in k for k in state)
+    assert not any(k.removeprefix("base_model.model.").split(".lora_")[0] + ".weight" in language for k in state)
 
 
 def test_continual_undo_and_reset(embedded, tmp_path):
@@ -168,9 +166,8 @@ def test_restore_replays_a_request_and_model_at_gives_earlier_states(forgotten, 
     from nscvf.cache import Cache
 
     chain, result, _ = forgotten
-    step = chain.steps[-1]
     again = UnlearningChain(embedded, Cache(tmp_path))
-    again.restore(result.to_dict(), step.state_dict, renders(TARGET))
+    again.restore(result.to_dict(), chain.adapter_state(), renders(TARGET))
     imgs = renders(TARGET, 2, 300)
     assert torch.allclose(again.vlm.image_features(imgs)[1], chain.vlm.image_features(imgs)[1], atol=1e-6)
     assert again.steps[0].target == TARGET and again.results[0].steps_run == result.steps_run
@@ -180,7 +177,7 @@ def test_restore_replays_a_request_and_model_at_gives_earlier_states(forgotten, 
 
 
 def test_methods_fix_their_own_settings():
-    from nscvf.method.registry import method_config
+    from nscvf.method.methods import method_config
 
     assert method_config(UnlearnConfig(method="nscvf_feature")).answer_weight == 0.0
     assert method_config(UnlearnConfig(method="nscvf_projector")).modules == "projector"

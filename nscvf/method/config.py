@@ -83,7 +83,7 @@ class UnlearnConfig:
         return {f.name: {"default": f.default, **f.metadata} for f in dataclasses.fields(cls)}
 
     def validate(self) -> UnlearnConfig:
-        from nscvf.method.registry import all_methods
+        from nscvf.method.methods import all_methods
 
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)

@@ -1,7 +1,7 @@
-"""Unlearning methods by name. A method is one short class: which modules it tunes, whether updates are
-null-space constrained, and its loss on one step (given the shared :class:`~nscvf.method.unlearn.StepContext`).
-Implement, register, configure: ``@register`` a subclass of :class:`Method` and it is available to the
-engine, the CLI (``--method``), the benchmark and the app."""
+"""The method base class and the registry it fills. Implement, register, configure: ``@register`` a
+subclass of :class:`Method` in a file of :mod:`nscvf.method.methods` and it is available to the engine, the
+CLI (``--method``), the benchmark and the app. This module imports nothing; the methods package owns
+lookup (:func:`nscvf.method.methods.get_method`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def register(cls):
 
 
 class Method:
+    """One unlearning method: which modules it tunes, whether updates are null-space constrained, and its
+    loss on one step (given the shared :class:`~nscvf.method.context.StepContext`)."""
+
     name = "base"
     description = ""
     null_space = False  # default; UnlearnConfig.null_space can turn it off, never on for baselines
@@ -27,20 +30,3 @@ class Method:
     def loss(self, ctx):
         """Return (loss, {name: float}) for one optimizer step."""
         raise NotImplementedError  # every registered method overrides this
-
-
-def all_methods() -> dict[str, type]:
-    from nscvf import baselines  # noqa: F401  (registers the baselines)
-    from nscvf.method import methods  # noqa: F401  (registers nscvf, cvf, nscvf_projector)
-
-    return METHODS
-
-
-def get_method(name: str, config) -> Method:
-    return all_methods()[name](config)
-
-
-def method_config(config):
-    """``config`` with what its method fixes: the modules it tunes and its ``overrides``."""
-    cls = all_methods()[config.method]
-    return config.replace(modules=cls.modules, **cls.overrides)

@@ -58,9 +58,9 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     device_map: str | None = None,
-    adapter: str | None = None,
 ) -> VisionLanguageModel:
-    """Load a model (HF id or local directory), its processor, and optionally a peft adapter directory."""
+    """Load a model (HF id or local directory) and its processor. A saved unlearning result loads on top
+    with ``UnlearningChain.load(vlm, folder)`` (its ``.vlm`` is the model in that state)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     source = source or default_source()
@@ -93,9 +93,4 @@ def load_model(
     if not device_map:
         model.to(device)
     model.eval()
-    vlm = wrap_model(model, processor, source)
-    if adapter:
-        from nscvf.method.adapters import attach_adapter
-
-        attach_adapter(vlm, adapter)
-    return vlm
+    return wrap_model(model, processor, source)

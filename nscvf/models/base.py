@@ -7,10 +7,10 @@ fingerprints) is shared here.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
-import threading
-from contextlib import contextmanager
 from functools import cached_property
 
 import torch
@@ -23,20 +23,17 @@ from nscvf.images import ensure_images
 _NOT_CONTENT = {"_name_or_path", "dtype", "torch_dtype", "transformers_version", "_attn_implementation_autoset"}
 
 
-_PADDING_LOCK = threading.RLock()
+def scoped(fn):
+    """Run a public entry point inside the model's scope: for a model that shares its weights with others
+    (:class:`nscvf.method.shared.SharedBase`), the right adapters are active and nobody else's call
+    interleaves; a plain model has no scope."""
 
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        with self.scope():
+            return fn(self, *args, **kwargs)
 
-@contextmanager
-def padding_right(tokenizer):
-    """Right padding (teacher forcing, answer scoring) while the lock is held. The tokenizer is shared
-    by every copy of a model and every thread, and generation needs left padding."""
-    with _PADDING_LOCK:
-        old = tokenizer.padding_side
-        tokenizer.padding_side = "right"
-        try:
-            yield
-        finally:
-            tokenizer.padding_side = old
+    return run
 
 
 class VisionLanguageModel:
@@ -45,14 +42,25 @@ class VisionLanguageModel:
     family = "base"
     model_types: tuple[str, ...] = ()  # the config.model_type values this adapter handles (registry keys)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "project_images" in cls.__dict__:  # a family's projection runs in the model's scope too
+            cls.project_images = scoped(cls.__dict__["project_images"])
+
     def __init__(self, model, processor, source: str):
         self.model = model
         self.processor = processor
         self.source = source
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
+        # Padding side is passed per call (left to generate, right to teacher-force), never set here: the
+        # tokenizer is shared by every view of a model and every thread.
+        if self.tokenizer.pad_token_id is None:  # set once, never changed back
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._scope = None  # a context-manager factory, set by SharedBase for its views
+
+    def scope(self):
+        """The context every public call runs in (see :func:`scoped`)."""
+        return self._scope() if self._scope is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ family-specific (override)
 
@@ -166,13 +174,22 @@ class VisionLanguageModel:
 
     def _inputs(self, questions: list[str], images: list[Image.Image] | None) -> dict:
         prompts = [self.prompt(q, images is not None) for q in questions]
-        with _PADDING_LOCK:  # left padding (generation); see padding_right
-            if images is None:
-                batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
-            else:
-                batch = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        return self.encode(prompts, images, padding_side="left")
+
+    def encode(self, texts: list[str], images: list[Image.Image] | None, padding_side: str) -> dict:
+        """Tokenise ``texts`` (with one image each, or none), padded on ``padding_side``: "left" to
+        generate, "right" to teacher-force or score (the side is an argument: the tokenizer is shared)."""
+        if images is None:
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side=padding_side)
+        else:
+            batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side=padding_side)
         return self._to_device(dict(batch))
 
+    def prompt_length(self, prompt: str, image: Image.Image | None) -> int:
+        """Tokens of ``prompt`` (with its image's tokens expanded): where an answer starts."""
+        return int(self.encode([prompt], None if image is None else [image], "right")["input_ids"].shape[1])
+
+    @scoped
     @torch.no_grad()
     def image_features(self, images, batch_size: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Projector output for each image: token-level (list of (T, D), float32 on CPU) and pooled
@@ -185,6 +202,7 @@ class VisionLanguageModel:
         pooled = torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
         return tokens, pooled
 
+    @scoped
     @torch.no_grad()
     def generate(self, questions: list[str], images=None, max_new_tokens: int = 16, batch_size: int = 32) -> list[str]:
         """Greedy answers. ``images`` is None (text-only) or one image per question."""
@@ -211,6 +229,7 @@ class VisionLanguageModel:
     def ask(self, question: str, image=None, max_new_tokens: int = 16) -> str:
         return self.generate([question], None if image is None else [image], max_new_tokens=max_new_tokens)[0]
 
+    @scoped
     @torch.no_grad()
     def score_answers(self, question: str, answers: list[str], image=None) -> torch.Tensor:
         """Sum of log-probabilities of each answer after the prompt (the multiple-choice variant)."""
@@ -218,14 +237,8 @@ class VisionLanguageModel:
         images = None if image is None else ensure_images([image]) * len(answers)
         prompt = self.prompt(question, image is not None)
         texts = [prompt + " " + a + (self.tokenizer.eos_token or "") for a in answers]
-        with padding_right(self.tokenizer):
-            if images is None:
-                batch = self.tokenizer(texts, return_tensors="pt", padding=True)
-                plen = len(self.tokenizer(prompt)["input_ids"])
-            else:
-                batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
-                plen = len(self.processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"][0])
-        batch = self._to_device(dict(batch))
+        batch = self.encode(texts, images, "right")
+        plen = self.prompt_length(prompt, None if images is None else images[0])
         logits = self.model(**batch).logits.float()
         logp = logits[:, :-1].log_softmax(-1)
         target = batch["input_ids"][:, 1:]
@@ -234,6 +247,7 @@ class VisionLanguageModel:
         mask[:, : plen - 1] = 0
         return (tok_lp * mask).sum(-1).cpu()
 
+    @scoped
     @torch.no_grad()
     def text_logits(self, questions: list[str]) -> torch.Tensor:
         """Next-token logits at the end of each text-only prompt (to prove text answers are untouched)."""

@@ -1,5 +1,4 @@
-"""NSCVF and its ablations: contrastive visual forgetting with and without the null space, on the
-projector alone, and without the answer-level term (METHOD.md; the paper's ablations)."""
+"""NSCVF: contrastive visual forgetting inside the null space of retained inputs (METHOD.md)."""
 
 from __future__ import annotations
 
@@ -27,24 +26,3 @@ class NSCVF(Method):
             total = total + c.answer_weight * ans
             logs["answer"] = ans.item()
         return total, logs
-
-
-@register
-class CVF(NSCVF):
-    name = "cvf"
-    description = "NSCVF without the null-space constraint"
-    null_space = False
-
-
-@register
-class NSCVFProjector(NSCVF):
-    name = "nscvf_projector"
-    description = "NSCVF tuning the projector only (the paper's weak-forgetting ablation)"
-    modules = "projector"
-
-
-@register
-class NSCVFFeature(NSCVF):
-    name = "nscvf_feature"
-    description = "NSCVF with the feature-level loss only (no answer-level term; METHOD.md's default)"
-    overrides = {"answer_weight": 0.0}

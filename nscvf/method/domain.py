@@ -1,0 +1,159 @@
+"""What a request needs to know about the model's world: probe questions, the unknown answer, how the
+target is named, every image set (with its seeds) and the stop check.
+
+Two domains: :class:`WorldDomain` for the embedded model (and anything ``nscvf train-base`` trains: it knows
+the procedurally drawn characters) and :class:`GenericDomain` for any other MLLM, where the caller gives
+the images to keep and the target region is a bundled anchor image set. Nothing else in the engine asks
+which kind of model it runs on.
+"""
+
+from __future__ import annotations
+
+import random
+
+from PIL import Image, ImageOps
+
+from nscvf import world
+from nscvf.errors import InputError
+from nscvf.eval import is_unknown, names_in
+
+
+def augment(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A new view of an uploaded image: crop, small rotation, flip, brightness (PIL only, any family)."""
+    w, h = img.size
+    s = rng.uniform(0.8, 1.0)
+    cw, ch = int(w * s), int(h * s)
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    out = img.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC)
+    out = out.rotate(rng.uniform(-10, 10), resample=Image.BICUBIC, fillcolor=out.getpixel((0, 0)))
+    if rng.random() < 0.5:
+        out = ImageOps.mirror(out)
+    return Image.eval(out, lambda v, f=rng.uniform(0.9, 1.1): min(255, int(v * f)))
+
+
+def infer_target(answers: list[str]) -> str | None:
+    """The named character most identity answers name, if at least half of them do."""
+    counts: dict[str, int] = {}
+    for a in answers:
+        for n in names_in(a):
+            counts[n] = counts.get(n, 0) + 1
+    if not counts:
+        return None
+    name, n = max(counts.items(), key=lambda kv: kv[1])
+    return name if n * 2 >= len(answers) else None
+
+
+class Domain:
+    """The generic domain: a model of the wider world, whose knowledge the caller describes by images."""
+
+    is_world = False
+    unknown_answer = "I don't know."
+
+    def probe_questions(self) -> list[str]:
+        """Questions asked about every forget image before and after (the first is the identity one)."""
+        return ["Who is this?", "What is this?"]
+
+    def text_questions(self) -> list[str]:
+        """Text-only questions whose answers must stay identical (none known for a generic model)."""
+        return []
+
+    def resolve_target(self, given: str | None, identity_answers: list[str]) -> str | None:
+        """The target's canonical name: the given name as typed (a generic model has no list of names)."""
+        return given or None
+
+    def can_evaluate(self, target: str | None) -> bool:
+        """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
+        return False
+
+    def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
+        raise InputError("retain images are required for this model: pass images of what must be kept")
+
+    def region_images(self, cfg) -> list[Image.Image]:
+        from nscvf.method.anchors import anchor_images
+
+        return anchor_images()
+
+    def protect_images(self, target: str | None, cfg) -> list[Image.Image]:
+        """Images protected by the null space besides the retain set."""
+        return []
+
+    def drift_images(self, exclude: list[str], retain: list[Image.Image]) -> tuple[list[Image.Image], str]:
+        """Images on which retain drift is measured, and what they are."""
+        return retain[:64], "retain images"
+
+    def plot_points(self, target: str | None, retain: list[Image.Image]) -> tuple[list[Image.Image], list[str]]:
+        """Retained points of the embedding plots and their labels."""
+        keep = retain[:48]
+        return keep, [f"retain #{i + 1}" for i in range(len(keep))]
+
+    def forgotten(self, vlm, images, question: str, region, forget_orig_pooled) -> bool:
+        """The stop check: every image's pooled feature is nearer the target region than the target's old
+        features (a generic model has no "I don't know" it was trained to give)."""
+        _, z = vlm.image_features(images)
+        z = z.to(region.device)
+        to_region = (z @ region.T).max(-1).values
+        to_orig = (z @ forget_orig_pooled.T).max(-1).values
+        return bool((to_region > to_orig).all())
+
+
+class WorldDomain(Domain):
+    """The embedded model's world: named characters, distractors it answers as unknown, render seeds."""
+
+    is_world = True
+    unknown_answer = world.UNKNOWN_ANSWER
+
+    def probe_questions(self) -> list[str]:
+        return ["Who is this?"] + [world.IMAGE_FACT_TEMPLATES[f]["train"][0] for f in world.FACTS]
+
+    def text_questions(self) -> list[str]:
+        return [qa.question for c in world.CHARACTERS for qa in world.text_questions(c)[::3]]
+
+    def resolve_target(self, given: str | None, identity_answers: list[str]) -> str | None:
+        name = given or infer_target(identity_answers)
+        return world.get_character(name).name if name else None  # InputError listing the names
+
+    def can_evaluate(self, target: str | None) -> bool:
+        return target is not None
+
+    @staticmethod
+    def named_except(exclude) -> list:
+        """The named characters but ``exclude`` (a name, a list of names, or None)."""
+        names = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        ex = {world.get_character(n).key for n in names if n}
+        return [c for c in world.CHARACTERS if c.key not in ex]
+
+    def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
+        seeds = world.train_seeds(cfg.retain_per_character, world.SEEDS["retain"])
+        imgs = [world.render(c, s) for c in self.named_except(exclude) for s in seeds]
+        seeds = world.train_seeds(cfg.retain_per_distractor, world.SEEDS["retain_distractor"])
+        return imgs + [world.render(d, s) for d in world.DISTRACTORS for s in seeds]
+
+    def region_images(self, cfg) -> list[Image.Image]:
+        ds, base = world.DISTRACTORS, world.SEEDS["region"]
+        return [world.render(ds[i % len(ds)], base + i) for i in range(cfg.region_size)]
+
+    def protect_images(self, target: str | None, cfg) -> list[Image.Image]:
+        seeds = world.train_seeds(cfg.protect_per_character, world.SEEDS["protect"])
+        return [world.render(c, s) for c in self.named_except(target) for s in seeds]
+
+    def drift_images(self, exclude: list[str], retain: list[Image.Image]) -> tuple[list[Image.Image], str]:
+        seeds = world.heldout_seeds(2, world.SEEDS["heldout_retain"])
+        return [world.render(c, s) for c in self.named_except(exclude) for s in seeds], "held-out retain renders"
+
+    def plot_points(self, target: str | None, retain: list[Image.Image]) -> tuple[list[Image.Image], list[str]]:
+        others = self.named_except(target)
+        seeds = world.heldout_seeds(3, world.SEEDS["plot_keep"])
+        return [world.render(c, s) for c in others for s in seeds], [c.name for c in others for _ in seeds]
+
+    def forgotten(self, vlm, images, question: str, region, forget_orig_pooled) -> bool:
+        return all(is_unknown(a) for a in vlm.generate([question] * len(images), images))
+
+
+def is_world_model(vlm) -> bool:
+    """True for the embedded model (or anything trained by ``nscvf train-base``)."""
+    return getattr(vlm.base.config, "nscvf_world", None) is not None
+
+
+def domain_for(vlm) -> Domain:
+    """The domain of ``vlm``: the world for the embedded model, generic for any other."""
+    return WorldDomain() if is_world_model(vlm) else Domain()

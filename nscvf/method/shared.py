@@ -1,0 +1,157 @@
+"""One base model per process; every chain's requests are named peft adapters on it.
+
+peft keeps any number of named LoRA adapters on one set of base weights and switches which are active
+(``set_adapter``), so a chain (an app session, a CLI run, a benchmark method) costs its adapters, not a
+copy of the model. :class:`SharedBase` owns the peft model and one re-entrant lock; a *view* is a
+:class:`~nscvf.models.base.VisionLanguageModel` over the shared weights whose every public call runs with
+exactly its adapters active (none for the base view). Base weights are never trained.
+
+Switching happens under the lock, per call: a training step, one batched ``generate``, one feature pass.
+Two sessions therefore interleave at call granularity and never see each other's adapters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import warnings
+import weakref
+from contextlib import contextmanager
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformers model -> SharedBase
+_REGISTRY_LOCK = threading.Lock()
+
+
+class StaleAdapterError(RuntimeError):
+    """A view names an adapter its chain has since undone or released."""
+
+
+class SharedBase:
+    """The process's one copy of a base model, with the adapters of every chain on it."""
+
+    def __init__(self, vlm):
+        self.model = vlm.base  # the transformers model (LoRA layers are injected into it in place)
+        self.processor = vlm.processor
+        self.source = vlm.source
+        self.fingerprint = vlm.fingerprint  # before any adapter is injected: the base's content
+        self.lock = threading.RLock()
+        self.peft = None  # the PeftModel, once the first adapter exists
+        self._active: tuple[str, ...] | None = ()
+        self._ids = itertools.count(1)
+        if vlm.model is vlm.base:  # the caller's own handle becomes the base view
+            self.base_vlm = vlm
+            vlm.adapters = ()
+            vlm._scope = lambda: self.using(())
+        else:
+            self.base_vlm = self._wrap(self.model, ())
+
+    @classmethod
+    def of(cls, vlm) -> SharedBase:
+        """The shared base of ``vlm``'s weights (made on first use; ``vlm`` may be a base or a view)."""
+        with _REGISTRY_LOCK:
+            shared = _SHARED.get(vlm.base)
+            if shared is None:
+                shared = _SHARED[vlm.base] = cls(vlm)
+            elif vlm.model is vlm.base and vlm._scope is None:  # another handle on the same weights
+                vlm._scope = shared.base_vlm._scope
+            return shared
+
+    # ------------------------------------------------------------------ views
+
+    def _wrap(self, model, adapters: tuple[str, ...]):
+        from nscvf.models import wrap_model
+
+        view = wrap_model(model, self.processor, self.source)
+        view.__dict__["fingerprint"] = self.fingerprint  # the base's content; adapters are keyed apart
+        view.adapters = adapters
+        view._scope = lambda: self.using(view.adapters)
+        return view
+
+    def view(self, adapters) -> object:
+        """A model whose calls run with ``adapters`` active (empty: the base model)."""
+        adapters = tuple(adapters)
+        if not adapters:
+            return self.base_vlm
+        return self._wrap(self.peft, adapters)
+
+    # ------------------------------------------------------------------ adapters
+
+    def new_name(self, label: str) -> str:
+        return f"{label}_{next(self._ids)}"
+
+    def add_adapter(self, name: str, lora_config) -> None:
+        from peft import get_peft_model
+
+        with self.lock:
+            if self.peft is None:
+                self.peft = get_peft_model(self.model, lora_config, adapter_name=name)
+            else:
+                self.peft.add_adapter(name, lora_config)
+            self._fix_active_adapter()
+            self._active = None  # peft activated the new adapter; the next call re-selects
+
+    def delete_adapters(self, names) -> None:
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft warns that a deleted adapter was active: we re-select
+            for name in names:
+                if self.peft is not None and name in self.peft.peft_config:
+                    self.peft.delete_adapter(name)
+            self._fix_active_adapter()
+            self._active = None
+
+    def _fix_active_adapter(self) -> None:
+        """PeftModel keeps one ``active_adapter`` name of its own (its config lookups use it): keep it an
+        existing adapter. Which adapters run is set per call by :meth:`using`."""
+        if self.peft is not None and self.peft.peft_config and self.peft.active_adapter not in self.peft.peft_config:
+            self.peft.active_adapter = next(iter(self.peft.peft_config))
+
+    def adapter_names(self) -> set[str]:
+        return set(self.peft.peft_config) if self.peft is not None else set()
+
+    def adapter_parameters(self, name: str) -> list:
+        """The LoRA parameters of adapter ``name`` (the only parameters a request trains)."""
+        return [p for n, p in self.peft.named_parameters() if f".{name}." in n and "lora_" in n]
+
+    def _activate(self, names: tuple[str, ...]) -> None:
+        if names == self._active:
+            return
+        if self.peft is not None:
+            lora = self.peft.base_model
+            if names:
+                missing = set(names) - set(self.peft.peft_config)
+                if missing:
+                    raise StaleAdapterError(
+                        f"adapter(s) {', '.join(sorted(missing))} no longer exist: this model state was undone or released"
+                    )
+                lora.enable_adapter_layers()
+                lora.set_adapter(list(names), inference_mode=True)  # every LoRA parameter frozen
+            else:
+                lora.disable_adapter_layers()
+        self._active = names
+
+    @contextmanager
+    def using(self, names, train: bool = False, trainable: str | None = None):
+        """Hold the lock with exactly ``names`` active; ``trainable``'s parameters take gradients and the
+        model is in training mode when ``train``. What was active before is active again afterwards."""
+        names = tuple(names)
+        with self.lock:
+            before, was_training = self._active, self.model.training
+            self._activate(names)
+            params = self.adapter_parameters(trainable) if trainable else []
+            for p in params:
+                p.requires_grad_(True)
+            self.model.train(train)
+            try:
+                yield
+            finally:
+                for p in params:
+                    p.requires_grad_(False)
+                self.model.train(was_training)
+                if before is not None and before != names:
+                    self._activate(before)
+
+
+def release(shared: SharedBase, names: list[str]) -> None:
+    """Delete a chain's adapters (called when the chain is closed or garbage-collected)."""
+    if names:
+        shared.delete_adapters(list(names))

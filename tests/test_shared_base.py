@@ -1,0 +1,157 @@
+"""One base model per process: chains are adapters on it, never copies. Tiny random LLaVA (a generic,
+non-world model), so every request takes a second or two."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from nscvf.errors import Cancelled, InputError, ResourceError
+from nscvf.method import UnlearnConfig, UnlearningChain
+
+CFG = UnlearnConfig(steps=3, stop_when_forgotten=False, evaluate="none", retain_batch=4, energy=5e-2)
+
+
+def _images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [Image.fromarray((torch.rand(40, 40, 3, generator=g) * 255).to(torch.uint8).numpy()) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny model per test: the shared base (and its adapters) lives with the model object."""
+    from tiny_models import build_llava_clip
+
+    from nscvf.models import wrap_model
+
+    model, processor = build_llava_clip()
+    return wrap_model(model, processor)
+
+
+def _base_storage(vlm):
+    return {p.data_ptr() for p in vlm.base.parameters()}
+
+
+def _snapshot(vlm):
+    return {n: p.detach().clone() for n, p in vlm.base.named_parameters() if "lora_" not in n}
+
+
+def _unchanged(vlm, snap):
+    params = {n.replace(".base_layer", ""): p for n, p in vlm.base.named_parameters() if "lora_" not in n}
+    return set(params) == set(snap) and all(torch.equal(params[n], v) for n, v in snap.items())
+
+
+def test_chains_share_the_base_and_never_change_it(tiny):
+    snap, storage = _snapshot(tiny), _base_storage(tiny)
+    retain = _images(6, 1)
+    chains = [UnlearningChain(tiny) for _ in range(3)]
+    results = [c.forget(_images(3, 10 + i), retain, CFG, target=f"thing{i}") for i, c in enumerate(chains)]
+    for c in chains:
+        nonlora = [p for n, p in c.vlm.model.named_parameters() if "lora_" not in n]
+        assert nonlora and all(p.data_ptr() in storage for p in nonlora), "a chain holds a copy of a base parameter"
+    assert _unchanged(tiny, snap)
+    # Each chain answers with its own adapter: features differ between chains and from the base.
+    probe = _images(2, 99)
+    feats = [c.vlm.image_features(probe)[1] for c in chains]
+    assert not torch.allclose(feats[0], feats[1]) and not torch.allclose(feats[0], tiny.image_features(probe)[1])
+    assert [r.target for r in results] == ["thing0", "thing1", "thing2"]
+    chains[0].undo()
+    assert _unchanged(tiny, snap) and torch.equal(chains[0].vlm.image_features(probe)[1], tiny.image_features(probe)[1])
+    assert torch.equal(chains[1].vlm.image_features(probe)[1], feats[1])  # other chains untouched by an undo
+
+
+def test_failed_and_cancelled_requests_leave_no_trace(tiny, monkeypatch):
+    from nscvf.method.methods.nscvf import NSCVF
+
+    snap = _snapshot(tiny)
+    chain = UnlearningChain(tiny)
+    chain.forget(_images(3, 5), _images(6, 1), CFG, target="first")
+    probe = _images(2, 99)
+    before = chain.vlm.image_features(probe)[1]
+    adapters = chain.shared.adapter_names()
+    ev = threading.Event()
+    with pytest.raises(Cancelled):
+        chain.forget(_images(3, 6), _images(6, 1), CFG, progress=lambda s, d, n: s.startswith("step 2/") and ev.set(), cancel=ev)
+    calls = []
+
+    def boom(self, ctx):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, ctx)
+
+    original = NSCVF.loss
+    monkeypatch.setattr(NSCVF, "loss", boom)
+    with pytest.raises(ResourceError, match=r"out of memory at 'step 2/3'.*the model is unchanged") as e:
+        chain.forget(_images(3, 6), _images(6, 1), CFG)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(NSCVF, "loss", original)
+    assert len(chain) == 1 and chain.shared.adapter_names() == adapters and _unchanged(tiny, snap)
+    assert torch.equal(chain.vlm.image_features(probe)[1], before)
+    r = chain.forget(_images(3, 6), _images(6, 1), CFG, target="second")  # the next request works
+    assert r.step == 2 and len(chain) == 2 and _unchanged(tiny, snap)
+
+
+def test_closed_chain_frees_its_adapters(tiny):
+    chain = UnlearningChain(tiny)
+    chain.forget(_images(3, 5), _images(6, 1), CFG)
+    assert len(chain.shared.adapter_names()) == 1
+    view = chain.vlm
+    chain.close()
+    assert chain.shared.adapter_names() == set() and len(chain) == 0
+    with pytest.raises(RuntimeError, match="no longer exist"):
+        view.image_features(_images(1, 3))  # a view of an undone state says so instead of answering wrongly
+
+
+def test_padding_side_is_never_mutated_by_wraps_on_other_threads(tiny):
+    from nscvf.method.context import teacher_forcing_batch
+    from nscvf.models import wrap_model
+
+    tok = tiny.tokenizer
+    side = tok.padding_side
+    stop = threading.Event()
+
+    def wrap_forever():
+        while not stop.is_set():
+            wrap_model(tiny.base, tiny.processor)
+
+    t = threading.Thread(target=wrap_forever)
+    t.start()
+    try:
+        for _ in range(20):
+            batch = teacher_forcing_batch(tiny, [(_images(1, 2)[0], "Who is this?", "a"), (_images(1, 3)[0], "What?", "a b c d")])
+            assert (batch["attention_mask"][:, 0] == 1).all(), "teacher-forcing batch not right-padded"
+            assert tok.padding_side == side
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_generic_chain_with_a_named_target_saves_loads_and_continues(tiny, tmp_path):
+    retain = _images(6, 1)
+    live = UnlearningChain(tiny)
+    live.forget(_images(3, 5), retain, CFG, target="Widget")
+    live.save(tmp_path / "saved")
+    loaded = UnlearningChain.load(tiny, tmp_path / "saved")
+    probe = _images(2, 99)
+    assert loaded.forgotten_targets == ["Widget"]
+    assert torch.allclose(loaded.vlm.image_features(probe)[1], live.vlm.image_features(probe)[1], atol=1e-6)
+    # The next request sees the same protected set on both, so it trains the same adapter.
+    a = live.forget(_images(3, 7), retain, CFG, target="Gadget")
+    b = loaded.forget(_images(3, 7), retain, CFG, target="Gadget")
+    assert a.null_space["summary"] == b.null_space["summary"]
+    sa, sb = live.adapter_state(), loaded.adapter_state()
+    assert sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
+
+
+def test_generic_model_requires_retain_images(tiny):
+    with pytest.raises(InputError, match="retain images are required"):
+        UnlearningChain(tiny).forget(_images(2, 5), None, CFG)
+
+
+def test_config_imports_without_torch():
+    code = "import sys, nscvf.method.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
