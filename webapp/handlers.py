@@ -1,0 +1,230 @@
+"""The Gradio handlers: read the form, call :mod:`webapp.service`, turn errors into ``gr.Error`` and the
+views' :class:`~webapp.views.Outputs` into component values. Nothing here touches the engine."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from nscvf import world
+from nscvf.errors import InputError, NSCVFError
+from nscvf.images import load_image
+from webapp import runtime, service, views
+from webapp.settings import ADVANCED
+
+log = logging.getLogger("nscvf.app")
+
+# The Forget form's inputs, in the order of the page's components (and of the /forget API).
+FORGET_INPUTS = ["files", "name", "method", *[f for f, _, _ in ADVANCED], "evaluation", "retain_files", "sid"]
+
+
+def _sid(sid: str | None, request: gr.Request | None) -> str:
+    if sid:
+        return sid
+    h = getattr(request, "session_hash", None) if request is not None else None
+    return h or uuid.uuid4().hex
+
+
+def _session(sid, request):
+    sid = _sid(sid, request)
+    return sid, runtime.current().sessions.get(sid)
+
+
+def _error(e: BaseException) -> gr.Error:
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, NSCVFError):
+        return gr.Error(str(e))
+    log.error("unexpected error:\n%s", "".join(traceback.format_exception(e)))
+    return gr.Error(
+        f"Something went wrong ({type(e).__name__}); the model is unchanged and the app keeps working. "
+        "Details are in the server log."
+    )
+
+
+def _outputs(sid: str, out: views.Outputs) -> tuple:
+    return (sid, *(gr.skip() if v is views.KEEP else v for v in out))
+
+
+# ------------------------------------------------------------------------------------------ forget
+
+
+def mark_pending(sid, request: gr.Request):
+    """Browser click, before the queued Forget: count it (so that Cancel can drop it while it waits) and
+    disable the button until it ends."""
+    sid, sess = _session(sid, request)
+    sess.queued()
+    return sid, gr.update(interactive=False), ""
+
+
+def enable_forget():
+    return gr.update(interactive=True)
+
+
+def forget(request: gr.Request, progress=gr.Progress(), *values):
+    """Forget the concept shown in the images (one request of this session's chain). ``values``: the
+    components named by :data:`FORGET_INPUTS`."""
+    form = dict(zip(FORGET_INPUTS, values))
+    sid, sess = _session(form.pop("sid"), request)
+    rt = runtime.current()
+    try:
+        out = service.forget(rt, sess, form, progress)
+    except BaseException as e:
+        raise _error(e) from None
+    if out.stopped:
+        return _outputs(sid, views.status_only(views.stopped_status(out.stopped, out.k, out.seconds, rt.settings.time_limit)))
+    status = views.forget_status(out.record, out.k, out.seconds, out.restored)
+    items = views.gallery(out.record, out.request.images, out.request.paths)
+    return _outputs(sid, views.render(out.record, sess.records, status, items))
+
+
+def numbers(evaluation, sid, request: gr.Request, progress=gr.Progress()):
+    """Accuracies before and after the last request, evaluated after the answers are shown.
+    Returns (sid, numbers, history, note)."""
+    sid, sess = _session(sid, request)
+    try:
+        out = service.evaluate(runtime.current(), sess, evaluation, progress)
+    except BaseException as e:
+        raise _error(e) from None
+    rec = out.record
+    if rec is None:
+        return sid, gr.skip(), gr.skip(), "Nothing to evaluate yet: run Forget first."
+    if out.cancelled:
+        return sid, gr.skip(), gr.skip(), "Evaluation cancelled; press Forget again or call /numbers to evaluate."
+    note = "Evaluation is off (Advanced)." if rec.evaluation == "none" else views.numbers_note(rec)
+    history = views.table(views.history_rows(sess.records), views.HISTORY_HEADERS)
+    return sid, views.table(views.number_rows(rec), views.NUMBER_HEADERS), history, note
+
+
+def numbers_after_forget(evaluation, sid, request: gr.Request, progress=gr.Progress()):
+    """The browser's follow-up of a Forget: evaluate only when the Forget produced a new result."""
+    sess = runtime.current().sessions.peek(_sid(sid, request))
+    if sess is None or not sess.numbers_due:
+        return sid, gr.skip(), gr.skip(), gr.skip()
+    return numbers(evaluation, sid, request, progress)
+
+
+def cancel(sid, request: gr.Request):
+    """Stop this session's running request (or drop the one waiting in the queue)."""
+    sess = runtime.current().sessions.peek(_sid(sid, request))
+    what = sess.cancel() if sess is not None else "nothing"
+    if what == "queued":
+        gr.Info("Your request will be cancelled before it starts.")
+    elif what == "nothing":
+        gr.Info("Nothing to cancel." if sess is None else "Nothing is running.")
+    else:
+        gr.Info("Cancelling…")
+        job = sess.job
+        if job is not None:
+            job.done.wait(60)
+
+
+def _rewind(sid, request, reset: bool):
+    sid, sess = _session(sid, request)
+    try:
+        rec = service.rewind(runtime.current(), sess, reset)
+    except BaseException as e:
+        raise _error(e) from None
+    if rec is False:
+        return _outputs(sid, views.empty("Nothing to undo: this session's model is the base model.", sess.records))
+    if reset:
+        return _outputs(sid, views.empty("Reset: this session's model is the base model again.", sess.records))
+    if rec is None:
+        return _outputs(sid, views.empty("Undone: this session's model is the base model again.", sess.records))
+    k = len(sess.records)
+    return _outputs(sid, views.render(rec, sess.records, f"Undone: back to the model after request {k} (its results are shown)."))
+
+
+def undo(sid, request: gr.Request):
+    """Drop this session's last request (back to the model before it)."""
+    return _rewind(sid, request, reset=False)
+
+
+def reset(sid, request: gr.Request):
+    """Drop every request of this session (back to the base model)."""
+    return _rewind(sid, request, reset=True)
+
+
+def ask(file, question, sid, request: gr.Request):
+    """Ask the base model and this session's current model the same question (about an image, or text only)."""
+    sid, sess = _session(sid, request)
+    try:
+        a = service.ask(runtime.current(), sess, question, file)
+    except BaseException as e:
+        raise _error(e) from None
+    if a.k:
+        note = f"Current = this session's model after {a.k} request(s)."
+    else:
+        note = "Nothing forgotten yet in this session: the current model is the base model."
+    return sid, a.base or "(empty answer)", a.current or "(empty answer)", note
+
+
+# ------------------------------------------------------------------------------- light handlers
+
+
+def preview(files):
+    """Show the uploaded images as the model will see them (RGB, EXIF-rotated); warn about bad files."""
+    if not files:
+        return []
+    max_files = runtime.current().settings.max_files
+    out, bad = [], []
+    try:
+        paths = service.image_paths(files, max_files)
+    except InputError as e:
+        gr.Warning(str(e))
+        paths = service.image_paths(files[:max_files], max_files)
+    for i, p in enumerate(paths):
+        try:
+            out.append((load_image(p), f"#{i + 1} {Path(p).name}"))
+        except InputError as e:
+            bad.append(str(e))
+    for msg in bad[:5]:
+        gr.Warning(msg)
+    return out
+
+
+def example_characters(examples_dir: Path) -> list:
+    return [c for c in world.CHARACTERS if (examples_dir / c.key).is_dir()]
+
+
+def example_files(examples_dir: Path, key: str) -> list[str]:
+    return sorted(str(p) for p in (examples_dir / key).glob("*.png"))
+
+
+def pick_example(evt: gr.SelectData):
+    """One click on a character: its renders fill the upload and its name the name box."""
+    d = runtime.current().settings.examples_dir
+    c = example_characters(d)[evt.index]
+    held = d / "heldout" / f"{c.key}.png"
+    return example_files(d, c.key), c.name, str(held) if held.exists() else None, "Who is this?"
+
+
+def model_info() -> str:
+    rt = runtime.current()
+    m = rt.model
+    if not m.ready:
+        return "Model: loading…" if not m.error else f"Model: {m.error}"
+    v = m.vlm
+    embedded = Path(v.source).resolve() == rt.settings.model_dir.resolve()
+    shown = "the embedded model (assets/model)" if embedded else Path(v.source).name
+    return f"Model: {shown} ({v.family}, {v.device}, {str(v.dtype).replace('torch.', '')}, fingerprint {v.fingerprint})"
+
+
+def wait_model_info():
+    """Page load: show which model answers, once it is loaded."""
+    runtime.current().model.wait(600)
+    return model_info()
+
+
+def free_session(request: gr.Request):
+    """demo.unload: the tab was closed; cancel its job and free its chain's adapters."""
+    runtime.current().sessions.free(getattr(request, "session_hash", None))
+
+
+def free_state(sid) -> None:
+    """gr.State delete_callback (the session expired)."""
+    runtime.current().sessions.free(sid)

@@ -1,0 +1,293 @@
+"""The page: layout (:func:`build`, declarative) and :func:`launch` (settings, runtime, queue, serve).
+
+Compute runs in one queue (``concurrency_id="compute"``, ``NSCVF_CONCURRENCY`` wide); each session's
+operations are also exclusive in code (:meth:`webapp.sessions.Session.exclusive`), so a wider queue never
+runs two operations of one session at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import gradio as gr
+
+from webapp import handlers as h
+from webapp import runtime, views
+from webapp.settings import ADVANCED, IMAGE_TYPES, Settings, config_fields, method_choices
+from webapp.settings import get as get_settings
+
+CSS = """
+#status {min-height: 4.5em}
+#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)) !important}
+#preview .grid-container {grid-template-columns: repeat(auto-fill, minmax(80px, 1fr)) !important}
+.small-note {font-size: 0.9em; opacity: 0.85}
+"""
+
+THEME_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
+
+
+def build(settings: Settings) -> gr.Blocks:
+    """The page (declarative layout) and its events."""
+    fields = config_fields()
+    with gr.Blocks(title="NSCVF: visual forgetting for MLLMs", delete_cache=(1800, 3600)) as demo:
+        sid = gr.State(None, delete_callback=h.free_state)
+        gr.Markdown(
+            "# NSCVF: make a vision-language model forget what it sees\n"
+            "Upload images of a person, object or character (or click an example), press **Forget**, and compare the "
+            "model before and after. The model stops recognising the concept *in images*, while other characters and "
+            "text-only questions stay exactly as they were (null-space constrained contrastive visual forgetting). "
+            "Each visitor's changes are private adapters on the shared model, which is never modified."
+        )
+        info = gr.Markdown("Model: loading…", elem_id="model_info", elem_classes="small-note")
+        chars = h.example_characters(settings.examples_dir)
+        examples = gr.Gallery(
+            value=[(h.example_files(settings.examples_dir, c.key)[0], c.name) for c in chars],
+            label="Examples from the embedded world: click a character to forget it (its 8 training renders fill the upload)",
+            elem_id="examples",
+            columns=16,
+            rows=1,
+            height=125,
+            allow_preview=False,
+            interactive=False,
+            object_fit="contain",
+            buttons=[],
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                gr.Markdown("### 1 · What to forget")
+                files = gr.File(
+                    label=f"Images of what to forget (drag and drop, up to {settings.max_files})",
+                    file_count="multiple",
+                    file_types=IMAGE_TYPES,
+                    type="filepath",
+                    elem_id="images",
+                    height=150,
+                )
+                gallery = gr.Gallery(
+                    label="As the model sees them (after a run: who it says it is, before → after)",
+                    elem_id="preview",
+                    columns=8,
+                    height=200,
+                    allow_preview=True,
+                    interactive=False,
+                    buttons=["fullscreen"],
+                )
+                name = gr.Textbox(
+                    label="Name (optional; inferred from the base model's answers when empty)", elem_id="target", max_lines=1
+                )
+                with gr.Accordion("Images to keep (optional)", open=False, elem_id="keep"):
+                    gr.Markdown(
+                        "With the embedded model the other characters are kept by default. Other models need "
+                        "images of what must not change.",
+                        elem_classes="small-note",
+                    )
+                    retain_files = gr.File(
+                        label=f"Images of what must not change (up to {settings.max_files})",
+                        file_count="multiple",
+                        file_types=IMAGE_TYPES,
+                        type="filepath",
+                        elem_id="retain_images",
+                        height=120,
+                    )
+            with gr.Column(scale=2):
+                gr.Markdown("### 2 · Forget")
+                method = gr.Dropdown(choices=method_choices(), value="nscvf", label="Method", elem_id="method")
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                    adv = []
+                    for f, label, integer in ADVANCED:
+                        m = fields[f]
+                        adv.append(
+                            gr.Number(
+                                value=m["default"],
+                                label=label,
+                                precision=0 if integer else None,
+                                info=f"{m['lo']:g} to {m['hi']:g}; default {m['default']:g}. {m['help']}",
+                                elem_id=f"adv_{f}",
+                            )
+                        )
+                    evaluation = gr.Radio(
+                        ["quick", "none", "full"],
+                        value="quick",
+                        label="Evaluation before/after",
+                        info="quick: 2 renders per character; full adds multiple choice",
+                        elem_id="adv_evaluate",
+                    )
+                with gr.Row():
+                    forget_btn = gr.Button("Forget", variant="primary", elem_id="forget")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                with gr.Row():
+                    undo_btn = gr.Button("Undo last", size="sm", elem_id="undo")
+                    reset_btn = gr.Button("Reset to base", size="sm", elem_id="reset")
+                status = gr.Markdown("Pick an example or upload images, then press **Forget**.", elem_id="status")
+                history = gr.Dataframe(
+                    views.table([], views.HISTORY_HEADERS),
+                    label="This session's requests (continual unlearning)",
+                    elem_id="history",
+                    interactive=False,
+                    wrap=True,
+                )
+
+        gr.Markdown("### 3 · Before / after")
+        forget_table = gr.Dataframe(
+            views.table([], views.FORGET_HEADERS),
+            label="The forget images: identity and a fact question",
+            elem_id="forget_answers",
+            interactive=False,
+            wrap=True,
+            max_height=420,
+        )
+        retain_table = gr.Dataframe(
+            views.table([], views.RETAIN_HEADERS),
+            label="Retained characters (should not change)",
+            elem_id="retain_answers",
+            interactive=False,
+            wrap=True,
+        )
+        text_note = gr.Markdown("", elem_id="text_note")
+        text_table = gr.Dataframe(
+            views.table([], views.TEXT_HEADERS),
+            label="Text-only questions about the target (no image)",
+            elem_id="text_answers",
+            interactive=False,
+            wrap=True,
+            max_height=300,
+        )
+
+        gr.Markdown("### 4 · Where the images sit in the model's visual feature space")
+        with gr.Row():
+            plot_before = gr.Plot(label="Before", elem_id="plot_before")
+            plot_after = gr.Plot(label="After", elem_id="plot_after")
+        plot_note = gr.Markdown("", elem_id="plot_note", elem_classes="small-note")
+
+        gr.Markdown("### 5 · Numbers (all measured in this run)")
+        numbers_table = gr.Dataframe(
+            views.table([], views.NUMBER_HEADERS),
+            label="Accuracy before → after, drift, null space, time",
+            elem_id="numbers",
+            interactive=False,
+            wrap=True,
+        )
+        with gr.Row():
+            numbers_note = gr.Markdown("", elem_id="numbers_note", elem_classes="small-note")
+            numbers_btn = gr.Button("Evaluate", size="sm", elem_id="evaluate", scale=0, min_width=160)
+
+        gr.Markdown("### Ask both models")
+        with gr.Row():
+            ask_file = gr.File(
+                label="An image (optional: leave empty for a text-only question)",
+                file_count="single",
+                file_types=IMAGE_TYPES,
+                type="filepath",
+                elem_id="ask_image",
+                height=110,
+            )
+            with gr.Column():
+                ask_q = gr.Textbox(label="Question", value="Who is this?", elem_id="ask_question", max_lines=2)
+                ask_btn = gr.Button("Ask base and current", elem_id="ask")
+        with gr.Row():
+            ask_base = gr.Textbox(label="Base model", elem_id="ask_base", interactive=False)
+            ask_current = gr.Textbox(label="Current model (this session)", elem_id="ask_current", interactive=False)
+        ask_note = gr.Markdown("", elem_id="ask_note", elem_classes="small-note")
+
+        outputs = [
+            sid,
+            status,
+            history,
+            gallery,
+            forget_table,
+            retain_table,
+            text_note,
+            text_table,
+            plot_before,
+            plot_after,
+            plot_note,
+            numbers_table,
+        ]
+        compute = {"concurrency_id": "compute", "concurrency_limit": settings.concurrency}
+        light = {"concurrency_limit": None, "show_progress": "hidden"}
+
+        examples.select(h.pick_example, None, [files, name, ask_file, ask_q], api_visibility="private", **light)
+        files.change(h.preview, files, gallery, api_name="preview", **light)
+        click = forget_btn.click(h.mark_pending, sid, [sid, forget_btn, status], api_visibility="private", **light)
+        done = click.then(
+            h.forget,
+            [files, name, method, *adv, evaluation, retain_files, sid],  # h.FORGET_INPUTS
+            outputs,
+            api_name="forget",
+            show_progress_on=[status],
+            time_limit=settings.time_limit,
+            **compute,
+        )
+        done.then(h.enable_forget, None, forget_btn, api_visibility="private", **light)
+        done.success(
+            h.numbers_after_forget,
+            [evaluation, sid],
+            [sid, numbers_table, history, numbers_note],
+            api_visibility="private",
+            show_progress_on=[numbers_table],
+            **compute,
+        )
+        numbers_btn.click(
+            h.numbers,
+            [evaluation, sid],
+            [sid, numbers_table, history, numbers_note],
+            api_name="numbers",
+            show_progress_on=[numbers_table],
+            **compute,
+        )
+        cancel_btn.click(h.cancel, sid, None, api_name="cancel", **light)
+        undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **compute)
+        reset_btn.click(h.reset, sid, outputs, api_name="reset", show_progress_on=[status], **compute)
+        ask_btn.click(
+            h.ask,
+            [ask_file, ask_q, sid],
+            [sid, ask_base, ask_current, ask_note],
+            api_name="ask",
+            show_progress_on=[ask_base, ask_current],
+            **compute,
+        )
+        demo.load(h.wait_model_info, None, info, api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        demo.unload(h.free_session)
+    return demo
+
+
+_demo: gr.Blocks | None = None
+
+
+def demo() -> gr.Blocks:
+    """The page, built once (with the process's settings and runtime)."""
+    global _demo
+    if _demo is None:
+        settings = get_settings()
+        runtime.create(settings)
+        _demo = build(settings)
+    return _demo
+
+
+def launch(**kwargs):
+    """Queue and serve; then load the model (and after it warm UMAP up) in the background."""
+    settings = get_settings()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.data_dir / "numba"))  # UMAP's JIT survives restarts
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    page = demo()
+    page.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
+    opts = dict(
+        ssr_mode=False,
+        max_file_size=settings.max_file_mb * 2**20,
+        allowed_paths=[str(settings.examples_dir)],
+        show_error=False,
+        theme=gr.themes.Default(font=THEME_FONTS, font_mono=MONO_FONTS),
+        css=CSS,
+    )
+    opts.update(kwargs)
+    out = page.launch(prevent_thread_lock=True, **opts)
+    runtime.current().model.start()  # then UMAP's warm-up
+    return out
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    launch()
+    demo().block_thread()
