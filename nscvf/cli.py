@@ -190,16 +190,22 @@ def cmd_forget(args) -> int:
     finally:
         bar.close()
     chain.save(out)
-    _print_result(result)
+    _print_result(result, chain.domain.is_world)
     print(f"saved to {out}")
     return 0
 
 
-def _print_result(r) -> None:
+def _print_result(r, world: bool) -> None:
+    from nscvf.method.outcome import assess
+
+    outcome = assess(r.to_dict(), world)
     print(
         f"request {r.step}: method={r.method} target={r.target or '?'} steps={r.steps_run}"
         f"{' (stopped early: forgotten)' if r.stopped_early else ''} time={r.timings.get('total')} s"
     )
+    print(f"  outcome: {outcome.headline()}")
+    for w in outcome.warnings:
+        print(f"  WARNING: {w}")
     q = next(iter(r.probes_before["forget"]["answers"]))
     for b, a in list(zip(r.probes_before["forget"]["answers"][q], r.probes_after["forget"]["answers"][q]))[:4]:
         print(f"  {q!r}: {b!r} -> {a!r}")

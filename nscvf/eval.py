@@ -46,13 +46,19 @@ class Item:
     seed: int | None
 
 
-def build_items(target: str | None = None, renders: int = 3, seed_offset: int = 0) -> list[Item]:
+def _group_of(target: str | None, earlier=()):
+    """Character -> its group: the ``target``, the ``earlier`` targets of a chain (forgotten on purpose,
+    so never counted as retained), or the ``others`` (what must be retained)."""
+    tkey = world.get_character(target).key if target else None
+    ekeys = {world.get_character(n).key for n in earlier} - {tkey}
+    return lambda c: "target" if c.key == tkey else "earlier" if c.key in ekeys else "others"
+
+
+def build_items(target: str | None = None, renders: int = 3, seed_offset: int = 0, earlier=()) -> list[Item]:
     """The evaluation questions. ``renders`` images per character and render split; per image every
     identity template of the split and one question per fact (templates rotate across images)."""
-    tkey = world.get_character(target).key if target else None
-    groups = []
-    for c in world.CHARACTERS:
-        groups.append(("target" if c.key == tkey else "others", c))
+    group_of = _group_of(target, earlier)
+    groups = [(group_of(c), c) for c in world.CHARACTERS]
     # Unseen distractor characters for held-out renders; training distractors for training renders.
     items: list[Item] = []
     rng = random.Random(1234)
@@ -74,22 +80,9 @@ def build_items(target: str | None = None, renders: int = 3, seed_offset: int = 
                     for qa in picked:
                         items.append(Item(group, c.key, render_split, tsplit, qa.kind, qa.fact, qa.question, qa.answer, s))
     for c in world.CHARACTERS:
-        group = "target" if c.key == tkey else "others"
         for tsplit in ("train", "heldout"):
             for qa in world.text_questions(c, tsplit):
-                items.append(
-                    Item(
-                        group,
-                        c.key,
-                        "text",
-                        tsplit,
-                        qa.kind,
-                        qa.fact,
-                        qa.question,
-                        qa.answer,
-                        None,
-                    )
-                )
+                items.append(Item(group_of(c), c.key, "text", tsplit, qa.kind, qa.fact, qa.question, qa.answer, None))
     return items
 
 
@@ -133,14 +126,14 @@ def _rate(rows, metric: str, **where) -> float | None:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def multiple_choice(vlm, target: str | None = None, renders: int = 2, groups=("target", "others")) -> dict:
+def multiple_choice(vlm, target: str | None = None, renders: int = 2, groups=("target", "others"), earlier=()) -> dict:
     """4-option likelihood accuracy on held-out renders with the canonical questions: the right answer
     against three wrong ones of the same kind."""
-    tkey = world.get_character(target).key if target else None
+    group_of = _group_of(target, earlier)
     rng = random.Random(99)
     hits: dict[str, list[float]] = {}
     for c in world.CHARACTERS:
-        group = "target" if c.key == tkey else "others"
+        group = group_of(c)
         if group not in groups:
             continue
         for s in world.heldout_seeds(renders, world.SEEDS["eval_heldout"]):
@@ -166,11 +159,13 @@ def evaluate(
     keep_answers: bool = False,
     progress=None,
     batch_size: int = 64,
+    earlier=(),
 ) -> dict:
     """Evaluate ``vlm`` on the embedded world. Returns {"summary", "results", "mc", "n_items", "seconds"}
-    (and "answers" when keep_answers). ``progress(done, total)`` is called after each batch."""
+    (and "answers" when keep_answers). ``progress(done, total)`` is called after each batch. ``earlier``:
+    targets forgotten before (a chain's earlier requests), reported as their own group, not as retained."""
     t0 = time.time()
-    items = build_items(target, renders)
+    items = build_items(target, renders, earlier=earlier)
     answers: list[str] = [""] * len(items)
     image_items = [i for i, it in enumerate(items) if it.seed is not None]
     text_items = [i for i, it in enumerate(items) if it.seed is None]
@@ -228,6 +223,9 @@ def evaluate(
             "target_fact_text_acc": _rate(rows, "correct", group="target", kind="fact_text"),
             "retain_acc": _rate(rows, "correct", group="others", kind=("name", "fact_image")),
         }
+    if any(it.group == "earlier" for it in items):
+        summary["earlier_name_acc_heldout"] = _rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
+        summary["earlier_unknown_rate"] = _rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
     out = {
         "target": target,
         "summary": summary,
@@ -235,7 +233,7 @@ def evaluate(
         "n_items": len(items),
     }
     if mc:
-        out["mc"] = multiple_choice(vlm, target)
+        out["mc"] = multiple_choice(vlm, target, earlier=earlier)
     out["seconds"] = round(time.time() - t0, 2)
     if keep_answers:
         out["answers"] = [

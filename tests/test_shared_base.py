@@ -155,3 +155,14 @@ def test_generic_model_requires_retain_images(tiny):
 def test_config_imports_without_torch():
     code = "import sys, nscvf.method.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_stop_signal_keeps_a_partial_request(tiny):
+    stop = threading.Event()
+    chain = UnlearningChain(tiny)
+    cfg = CFG.replace(steps=10)
+    r = chain.forget(
+        _images(3, 5), _images(6, 1), cfg, progress=lambda s, d, n: s.startswith("step 3/") and stop.set(), stop=stop
+    )
+    assert r.partial and r.steps_run == 3 and len(chain) == 1  # set while step 3 starts: step 3 runs
+    assert not torch.equal(chain.vlm.image_features(_images(1, 9))[1], tiny.image_features(_images(1, 9))[1])

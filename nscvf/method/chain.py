@@ -24,7 +24,7 @@ from nscvf.errors import InputError
 from nscvf.images import ensure_images, load_image
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.domain import domain_for
-from nscvf.method.request import ChainSnapshot, Request, lora_config, run_request
+from nscvf.method.request import ChainSnapshot, Request, cached_evaluation, lora_config, run_request
 from nscvf.method.result import ChainStep, UnlearnResult
 from nscvf.method.shared import SharedBase, release
 
@@ -104,17 +104,11 @@ class UnlearningChain:
     def evaluate(self, target: str, mode: str = "quick", k: int | None = None, progress=None) -> dict:
         """:func:`nscvf.eval.evaluate` of the state after request ``k`` (default: now) about ``target``,
         cached under the same key a request uses for its "before" evaluation."""
-        from nscvf.eval import evaluate
-
         k = len(self.steps) if k is None else k
         if mode not in ("quick", "full"):
             raise InputError(f"evaluation mode {mode!r} is not valid; choose quick or full")
-        key = ("eval", self.fingerprint_at(k), target, mode)
-        hit = self.cache.get(key)
-        if hit is None:
-            hit = evaluate(self.model_at(k), target, renders=2 if mode == "quick" else 3, mc=mode == "full", progress=progress)
-            self.cache.set(key, hit)
-        return hit
+        earlier = [s.target for s in self.steps[:k]]
+        return cached_evaluation(self.cache, self.fingerprint_at(k), self.model_at(k), target, mode, earlier, progress)[0]
 
     def undo(self, to_step: int | None = None) -> None:
         """Go back to the state after request ``to_step`` (default: drop the last request); 0 = base."""
@@ -166,13 +160,14 @@ class UnlearningChain:
 
     def forget(
         self, forget_images, retain_images=None, config: UnlearnConfig | None = None, progress=None, cancel=None,
-        target: str | None = None, region_images=None,
+        target: str | None = None, region_images=None, stop=None,
     ) -> UnlearnResult:  # fmt: skip
         """Forget the concept in ``forget_images`` (one request; see :mod:`nscvf.method.request`). A failed
-        or cancelled request leaves the chain as it was."""
+        or cancelled request leaves the chain as it was; ``stop`` (an Event, e.g. set at a time limit) ends
+        training at the next step and keeps what it learned as a request marked ``partial``."""
         request = Request(forget_images, retain_images, config or UnlearnConfig(), target, region_images)
         with self._lock:
-            result, state, adapter = run_request(self.snapshot(), request, progress, cancel)
+            result, state, adapter = run_request(self.snapshot(), request, progress, cancel, stop)
             forget = ensure_images(forget_images)
             step = ChainStep(result.adapter_name, adapter, UnlearnConfig(**result.config), state, result.target,
                              image_set_fingerprint(forget), forget, result)  # fmt: skip

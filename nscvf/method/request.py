@@ -56,6 +56,10 @@ class Request:
     region_images: object = None
 
 
+class _StopTraining(Exception):
+    """The caller's stop signal, raised at a step boundary: training ends, what it learned is kept."""
+
+
 @dataclass
 class RequestState:
     """Everything the phases read and write."""
@@ -64,6 +68,8 @@ class RequestState:
     cfg: UnlearnConfig
     progress: object = None
     cancel: object = None
+    stop: object = None  # an Event: stop training at the next step, keep and measure what was learned
+    partial: bool = False
     method: object = None
     forget: list = field(default_factory=list)
     retain: list = field(default_factory=list)
@@ -90,6 +96,8 @@ class RequestState:
         self.current = name
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled; the model is unchanged")
+        if name.startswith("step ") and self.stop is not None and self.stop.is_set() and self.steps_run > 0:
+            raise _StopTraining
         if self.progress is not None:
             self.progress(name, done, total)
 
@@ -104,20 +112,27 @@ class RequestState:
         return self.before.shared.view(self.before.adapters)
 
 
-def run_request(before: ChainSnapshot, request: Request, progress=None, cancel=None) -> tuple[UnlearnResult, dict, str]:
-    """Run the five phases. Returns (result, the new adapter's peft state dict on the CPU, its live name)."""
+def run_request(
+    before: ChainSnapshot, request: Request, progress=None, cancel=None, stop=None
+) -> tuple[UnlearnResult, dict, str]:
+    """Run the five phases. Returns (result, the new adapter's peft state dict on the CPU, its live name).
+    ``cancel`` (an Event) abandons the request; ``stop`` ends training early and keeps a partial request."""
     from peft import get_peft_model_state_dict
 
     cfg = method_config(request.config.replace().validate())
-    st = RequestState(before, cfg, progress, cancel, rng=random.Random(cfg.seed))
+    st = RequestState(before, cfg, progress, cancel, stop, rng=random.Random(cfg.seed))
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     prepare(st, request)
     try:
         references(st)
         null_space(st)
-        optimise(st)
+        try:
+            optimise(st)
+        except _StopTraining:
+            st.partial = True
         result = measure(st)
+        result.partial = st.partial
         with before.shared.lock:
             state = get_peft_model_state_dict(before.shared.peft, adapter_name=st.adapter)
             state = {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -172,16 +187,25 @@ def prepare(st: RequestState, request: Request) -> None:
     if dom.can_evaluate(st.target) and cfg.evaluate != "none":
         st.stage("evaluating (before)")
         with st.timed("eval_before"):
-            key = ("eval", b.fingerprint, st.target, cfg.evaluate)
-            st.eval_before = b.cache.get(key)
-            st.cache_info["eval_before"] = "computed" if st.eval_before is None else "reused"
-            if st.eval_before is None:
-                st.eval_before = evaluate(st.previous(), st.target, renders=_renders(cfg), mc=cfg.evaluate == "full")
-                b.cache.set(key, st.eval_before)
+            st.eval_before, how = cached_evaluation(b.cache, b.fingerprint, st.previous(), st.target, cfg.evaluate, b.forgotten)
+            st.cache_info["eval_before"] = how
 
 
-def _renders(cfg) -> int:
-    return 2 if cfg.evaluate == "quick" else 3
+def cached_evaluation(cache, fingerprint: str, vlm, target: str, mode: str, earlier=(), progress=None) -> tuple[dict, str]:
+    """:func:`nscvf.eval.evaluate` of a model state (``fingerprint``), cached; earlier targets of the chain
+    are their own group. Returns (evaluation, "computed" | "reused")."""
+    earlier = tuple(e for e in earlier if e and e != target)
+    key = ("eval", fingerprint, target, mode, earlier)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit, "reused"
+    hit = evaluate(vlm, target, renders=_renders(mode), mc=mode == "full", earlier=earlier, progress=progress)
+    cache.set(key, hit)
+    return hit, "computed"
+
+
+def _renders(mode: str) -> int:
+    return 2 if mode == "quick" else 3
 
 
 def probe_answers(vlm, domain: Domain, forget: list, questions: list[str]) -> dict:
@@ -368,7 +392,7 @@ def measure(st: RequestState) -> UnlearnResult:
         probes_after = probe_answers(work, b.domain, st.forget, st.questions)
         eval_after = None
         if st.eval_before is not None:
-            eval_after = evaluate(work, st.target, renders=_renders(cfg), mc=cfg.evaluate == "full",
+            eval_after = evaluate(work, st.target, renders=_renders(cfg.evaluate), mc=cfg.evaluate == "full", earlier=b.forgotten,
                                   progress=lambda d, n: st.stage("evaluating", d, n))  # fmt: skip
         text_qs = b.domain.text_questions() or ["What is this?"]
         logits_identical = bool(torch.equal(work.text_logits(text_qs), base.text_logits(text_qs)))

@@ -28,6 +28,7 @@ class UnlearnResult:
     text_logits_identical: bool
     steps_run: int
     stopped_early: bool
+    partial: bool = False  # stopped by the caller's stop signal (e.g. a time limit) before it was done
     losses: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
