@@ -244,6 +244,39 @@ class _StageBar:
         self.bar.close()
 
 
+def cmd_relearn(args) -> int:
+    from nscvf import world
+    from nscvf.method.relearn import relearn
+
+    c = world.get_character(args.character)
+    vlm = _load(args)
+    train = [world.render(c, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
+    held = [world.render(c, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
+    bar = _StageBar()
+    try:
+        out = {
+            "character": c.name,
+            "adapter": args.adapter,
+            "relearn": relearn(vlm, train, c.name, held, args.steps, progress=bar),
+        }
+        if args.reference:  # a look the model never knew, taught the same name on the base model
+            d = world.HELDOUT_DISTRACTORS[0]
+            train = [world.render(d, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
+            held = [world.render(d, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
+            base = getattr(vlm, "chain", None)
+            out["reference"] = relearn(base.base_vlm if base else vlm, train, c.name, held, args.steps, progress=bar)
+    finally:
+        bar.close()
+    for key in ("relearn", "reference"):
+        if key in out:
+            at = out[key]["named_at"]
+            print(f"{key}: {'not named again within ' + str(args.steps) + ' steps' if at is None else f'named again after {at} step(s)'}"
+                  f" (k={args.k}; named fraction per step {out[key]['curve']})")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from nscvf import bench
 
@@ -338,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None)
     model_args(f)
     f.set_defaults(func=cmd_forget)
+
+    r = sub.add_parser("relearn", help="relearning attack: steps until a forgotten character is named again")
+    r.add_argument("--character", required=True, help="embedded world: the character to bring back")
+    r.add_argument("--k", type=_positive_int(64), default=2, help="training renders labelled with the name")
+    r.add_argument("--steps", type=_positive_int(200), default=20, help="at most this many steps")
+    r.add_argument("--heldout", type=_positive_int(64), default=8, help="held-out renders asked after every step")
+    r.add_argument("--reference", action="store_true", help="also relearn an unseen distractor on the base model")
+    r.add_argument("--json", default=None, help="write the result here")
+    model_args(r)
+    r.set_defaults(func=cmd_relearn)
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
     b.add_argument("--quick", action="store_true", help="4 targets instead of all 16")

@@ -20,6 +20,12 @@ def test_forget_then_ask_with_adapter(tmp_path, capsys, embedded):
     assert "Brisa" not in capsys.readouterr().out  # the adapter is applied: the target is no longer named
     assert main(["ask", "--image", str(img), "Who is this?"]) == 0
     assert capsys.readouterr().out.strip() == "This is Brisa."
+    # The relearning attack on the saved result: steps until Brisa is named again, as JSON.
+    rl = tmp_path / "relearn.json"
+    assert main(["relearn", "--adapter", str(out), "--character", "Brisa", "--k", "2", "--steps", "8", "--json", str(rl)]) == 0
+    assert "relearn:" in capsys.readouterr().out
+    res = json.loads(rl.read_text())["relearn"]
+    assert res["curve"][0] < 0.5 and res["k"] == 2 and len(res["curve"]) <= 9
     # The adapter folder is a plain peft adapter too.
     import copy
 

@@ -182,3 +182,20 @@ def test_methods_fix_their_own_settings():
     assert method_config(UnlearnConfig(method="nscvf_feature")).answer_weight == 0.0
     assert method_config(UnlearnConfig(method="nscvf_projector")).modules == "projector"
     assert method_config(UnlearnConfig(method="nscvf", answer_weight=2.0)).answer_weight == 2.0
+
+
+def test_relearning_counts_steps_until_the_target_is_named_again(forgotten, embedded):
+    """The relearning attack on a known-forgotten chain: a fresh visual LoRA on 2 labelled renders brings
+    the name back within the budget (NSCVF hides more than it erases: measured 1-2 steps); the chain is
+    untouched; on the base model (never forgot) the name is there at step 0."""
+    from nscvf.method.relearn import relearn
+
+    chain, _, _ = forgotten
+    held = renders(TARGET, 6, 40, heldout=True)
+    adapters = chain.shared.adapter_names()
+    out = relearn(chain.vlm, renders(TARGET, 2), TARGET, held, steps=12)
+    assert out["curve"][0] == 0.0 and out["named_at"] is not None and 1 <= out["named_at"] <= 12
+    assert out["curve"][out["named_at"]] >= 0.5 and out["k"] == 2
+    assert chain.shared.adapter_names() == adapters  # the probe's adapter is gone
+    assert all(is_unknown(a) for a in chain.vlm.generate(["Who is this?"] * 3, held[:3]))
+    assert relearn(embedded, renders(TARGET, 1), TARGET, held, steps=3)["named_at"] == 0
