@@ -166,3 +166,30 @@ def test_stop_signal_keeps_a_partial_request(tiny):
     )
     assert r.partial and r.steps_run == 3 and len(chain) == 1  # set while step 3 starts: step 3 runs
     assert not torch.equal(chain.vlm.image_features(_images(1, 9))[1], tiny.image_features(_images(1, 9))[1])
+
+
+def test_export_import_round_trip_and_foreign_base_refused(tiny, tmp_path):
+    from tiny_models import build_llava_clip
+
+    from nscvf.models import wrap_model
+
+    chain = UnlearningChain(tiny)
+    chain.forget(_images(3, 5), _images(6, 1), CFG, target="Widget")
+    chain.forget(_images(3, 8), _images(6, 1), CFG, target="Gadget")
+    path = chain.export(tmp_path / "timeline.zip")
+    again = UnlearningChain.load(tiny, path)
+    probe = _images(3, 99)
+    assert again.forgotten_targets == ["Widget", "Gadget"] and len(again.results) == 2
+    assert torch.allclose(again.vlm.image_features(probe)[1], chain.vlm.image_features(probe)[1], atol=1e-6)
+    q = ["Who is this?"] * 3
+    assert again.vlm.generate(q, probe) == chain.vlm.generate(q, probe)
+    import zipfile
+
+    card = zipfile.ZipFile(path).read("README.md").decode()
+    assert "base_fingerprint: " + chain.shared.fingerprint in card and "Widget" in card and "retain drift" in card
+    other = wrap_model(*build_llava_clip(seed=1))
+    with pytest.raises(InputError, match="timeline.zip: made for another base model"):
+        UnlearningChain.load(other, path)
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.zip: not a zip file"):
+        UnlearningChain.load(tiny, tmp_path / "bad.zip")

@@ -220,19 +220,40 @@ class UnlearningChain:
         (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
         return out
 
+    def export(self, path: str | Path) -> Path:
+        """The chain as one zip file: adapters, protected images, records and a model card (README.md)."""
+        from nscvf.method.export import export_chain
+
+        return export_chain(self, path)
+
     @classmethod
     def load(cls, vlm, adapter_dir: str | Path, cache: Cache | None = None) -> UnlearningChain:
-        """A chain in the state saved in ``adapter_dir`` (by :meth:`save`), on ``vlm``'s shared base."""
+        """A chain in the state saved in ``adapter_dir`` (a folder by :meth:`save` or a zip by :meth:`export`),
+        on ``vlm``'s shared base. A chain made for another base model is refused."""
+        d = Path(adapter_dir)
+        if d.is_file():  # an exported chain (zip): unpacked for the time of loading
+            import tempfile
+
+            from nscvf.method.export import unpack
+
+            with tempfile.TemporaryDirectory() as tmp:
+                return cls._load_folder(vlm, unpack(d, Path(tmp)), cache, d.name)
+        return cls._load_folder(vlm, d, cache, str(d))
+
+    @classmethod
+    def _load_folder(cls, vlm, d: Path, cache, label: str) -> UnlearningChain:
         from peft.utils import load_peft_weights
 
-        d = Path(adapter_dir)
         meta_path = d / "chain.json"
         if not meta_path.exists():
-            raise InputError(f"{d}: not an unlearning result folder (no chain.json); use the --out folder of `nscvf forget`")
+            raise InputError(f"{label}: not an unlearning result folder (no chain.json); use the --out folder of `nscvf forget`")
         meta = json.loads(meta_path.read_text())
         chain = cls(vlm, cache)
         if meta.get("base_fingerprint") not in (None, chain.shared.fingerprint):
-            raise InputError(f"{d}: these adapters were trained on another model ({meta.get('base_model')}); load that model")
+            raise InputError(
+                f"{label}: made for another base model ({meta.get('base_model')}, fingerprint "
+                f"{meta.get('base_fingerprint')}); this model is {chain.shared.fingerprint}: load that model"
+            )
         report = d / "report.json"
         results = json.loads(report.read_text()).get("requests", []) if report.exists() else []
         for i, s in enumerate(meta["steps"]):

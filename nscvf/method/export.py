@@ -1,0 +1,89 @@
+"""A chain as one file: its saved folder (peft adapters, protected images, chain.json, report.json) plus a
+model card (README.md with metadata), zipped. ``UnlearningChain.load`` and the CLI's ``--adapter`` /
+``--continue-from`` accept the zip as they accept the folder; a file made for another base model is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+from nscvf.errors import InputError
+
+MAX_UNPACKED = 2 * 1024**3  # refuse archives that would unpack to more than this
+
+
+def model_card(chain) -> str:
+    """README.md for a saved chain: YAML metadata (base model, fingerprint, methods, targets, library) and
+    each request's settings and measured numbers (from its result; nothing that was not measured)."""
+    import nscvf
+    from nscvf.method.outcome import assess
+
+    steps = chain.steps
+    meta = [
+        "---",
+        "library_name: peft",
+        f"base_model: {chain.shared.source}",
+        "tags: [nscvf, machine-unlearning, lora]",
+        f"nscvf_version: {nscvf.__version__}",
+        f"base_fingerprint: {chain.shared.fingerprint}",
+        f"methods: [{', '.join(sorted({s.config.method for s in steps}))}]",
+        f"targets: [{', '.join(s.target or '?' for s in steps)}]",
+        "---",
+        "",
+        "# NSCVF unlearning chain",
+        "",
+        f"{len(steps)} request(s) on `{chain.shared.source}`, each a LoRA adapter on the visual module (folder "
+        "`request_<k>`; `PeftModel.from_pretrained(base, folder)` loads one). Load them all in order with "
+        "`UnlearningChain.load(load_model(...), this_folder_or_zip)` or `nscvf ask --adapter`.",
+        "",
+    ]
+    for k, s in enumerate(steps, 1):
+        r = s.result
+        meta.append(f"## request {k}: {s.target or 'unnamed concept'} ({s.config.method})")
+        settings = {f: getattr(s.config, f) for f in ("steps", "lr", "lora_rank", "energy", "answer_weight", "seed")}
+        meta.append(f"- settings: {json.dumps(settings)}")
+        if r is None:
+            meta.append("- no measurements recorded")
+            continue
+        meta.append(f"- outcome: {assess(r.to_dict(), chain.domain.is_world).headline()}")
+        meta.append(f"- steps run: {r.steps_run}; retain drift mean {r.retain_drift.get('mean')} max {r.retain_drift.get('max')}")
+        meta.append(f"- text answers identical: {r.text_identical} (logits: {r.text_logits_identical})")
+        summ = (r.eval_after or {}).get("summary") or {}
+        for key in ("target_name_acc_heldout", "retain_acc", "fact_text_acc"):
+            if summ.get(key) is not None:
+                meta.append(f"- {key}: {100 * summ[key]:.1f}%")
+    return "\n".join(meta) + "\n"
+
+
+def export_chain(chain, path: str | Path) -> Path:
+    """Save ``chain`` with its model card and zip it to ``path`` (a .zip file)."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = chain.save(Path(tmp) / "chain")
+        (folder / "README.md").write_text(model_card(chain))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(folder.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(folder).as_posix())
+    return path
+
+
+def unpack(path: Path, into: Path) -> Path:
+    """Extract an exported chain (zip) into ``into``; a clear error for anything else."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if "chain.json" not in names:
+                raise InputError(f"{path.name}: not an exported unlearning chain (no chain.json inside)")
+            if sum(i.file_size for i in z.infolist()) > MAX_UNPACKED or any(
+                n.startswith(("/", "..")) or "/../" in n for n in names
+            ):
+                raise InputError(f"{path.name}: refused (too large or unsafe paths inside)")
+            z.extractall(into)
+    except zipfile.BadZipFile:
+        raise InputError(f"{path.name}: not a zip file; export a chain with the app or UnlearningChain.export") from None
+    return into
