@@ -5,7 +5,6 @@ restart loses nothing finished. Directory: ``$NSCVF_CACHE_DIR`` or ``~/.cache/ns
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -68,9 +67,3 @@ class Cache:
 
     def __getstate__(self):
         raise TypeError("Cache is not picklable; keep it in a per-process registry")
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

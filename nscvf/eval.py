@@ -166,6 +166,25 @@ def evaluate(
     targets forgotten before (a chain's earlier requests), reported as their own group, not as retained."""
     t0 = time.time()
     items = build_items(target, renders, earlier=earlier)
+    answers = _answer(vlm, items, batch_size, progress)
+    rows = [(it, a, _score(it, a)) for it, a in zip(items, answers)]
+    out = {
+        "target": target,
+        "summary": _summary(rows, target, any(it.group == "earlier" for it in items)),
+        "results": _aggregate(rows),
+        "n_items": len(items),
+    }
+    if mc:
+        out["mc"] = multiple_choice(vlm, target, earlier=earlier)
+    out["seconds"] = round(time.time() - t0, 2)
+    if keep_answers:
+        out["answers"] = [_answer_row(it, a, s) for it, a, s in rows]
+    return out
+
+
+def _answer(vlm, items: list[Item], batch_size: int, progress) -> list[str]:
+    """The model's answer to every item: image questions in batches (``progress(done, total)`` after each),
+    then the text-only questions."""
     answers: list[str] = [""] * len(items)
     image_items = [i for i, it in enumerate(items) if it.seed is not None]
     text_items = [i for i, it in enumerate(items) if it.seed is None]
@@ -192,7 +211,11 @@ def evaluate(
         answers[i] = a
     if progress:
         progress(total, total)
-    rows = [(it, a, _score(it, a)) for it, a in zip(items, answers)]
+    return answers
+
+
+def _summary(rows: list[tuple[Item, str, dict]], target: str | None, has_earlier: bool) -> dict:
+    """The headline rates; the target's (when there is one) and the earlier targets' (when ``has_earlier``)."""
     named = ("others", "target") if target is None else ("others",)
     summary = {
         # Held-out renders, canonical (training) templates and held-out paraphrases.
@@ -223,32 +246,22 @@ def evaluate(
             "target_fact_text_acc": _rate(rows, "correct", group="target", kind="fact_text"),
             "retain_acc": _rate(rows, "correct", group="others", kind=("name", "fact_image")),
         }
-    if any(it.group == "earlier" for it in items):
+    if has_earlier:
         summary["earlier_name_acc_heldout"] = _rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
         summary["earlier_unknown_rate"] = _rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
-    out = {
-        "target": target,
-        "summary": summary,
-        "results": _aggregate(rows),
-        "n_items": len(items),
+    return summary
+
+
+def _answer_row(it: Item, answer: str, scores: dict) -> dict:
+    return {
+        "group": it.group,
+        "character": it.character,
+        "render_split": it.render_split,
+        "template_split": it.template_split,
+        "kind": it.kind,
+        "seed": it.seed,
+        "question": it.question,
+        "expected": it.expected,
+        "answer": answer,
+        **scores,
     }
-    if mc:
-        out["mc"] = multiple_choice(vlm, target, earlier=earlier)
-    out["seconds"] = round(time.time() - t0, 2)
-    if keep_answers:
-        out["answers"] = [
-            {
-                "group": it.group,
-                "character": it.character,
-                "render_split": it.render_split,
-                "template_split": it.template_split,
-                "kind": it.kind,
-                "seed": it.seed,
-                "question": it.question,
-                "expected": it.expected,
-                "answer": a,
-                **s,
-            }
-            for it, a, s in rows
-        ]
-    return out

@@ -3,13 +3,12 @@ and after unlearning, as plotly figures.
 
 One projection is fitted on the *before* features and applied to the *after* features, so the two
 panels share axes and the forget cluster is seen leaving its old place. umap-learn is imported lazily
-(its import and first fit take ~10 s each); :func:`warm_up` does both in the background.
+(its import and first fit take ~10 s each; the app warms it up at launch, webapp.runtime).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,31 +16,12 @@ import numpy as np
 GROUP_COLOURS = {"forget": "#d62728", "retain": "#1f77b4", "unknown": "#7f7f7f"}
 MIN_UMAP_POINTS = 12  # below this, UMAP is meaningless: PCA, labelled as such
 
-_warm = threading.Event()
-
 
 def _umap():
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "nscvf", "numba"))
     import umap  # noqa: PLC0415  (slow import, on purpose lazy)
 
     return umap
-
-
-def warm_up() -> threading.Thread:
-    """Import umap-learn and JIT-compile it on a small fit, in a background thread."""
-
-    def run():
-        try:
-            umap = _umap()
-            x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
-            # The same settings as project(), so that fit and transform are compiled for them.
-            umap.UMAP(n_neighbors=10, n_components=2, random_state=0, n_jobs=1, metric="cosine").fit(x).transform(x[:5])
-        finally:
-            _warm.set()
-
-    t = threading.Thread(target=run, name="umap-warmup", daemon=True)
-    t.start()
-    return t
 
 
 @dataclass

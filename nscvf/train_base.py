@@ -113,19 +113,76 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
+class _Timer:
+    """Wall seconds per stage (``lap``) and in total."""
+
+    def __init__(self):
+        self.t0 = self.last = time.time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    def seconds(self) -> dict:
+        return {k: round(v, 1) for k, v in self.laps.items()} | {"total": round(time.time() - self.t0, 1)}
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> None:
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _ema(running: float, value: float, step: int) -> float:
+    return 0.98 * running + 0.02 * value if step else value
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    return (step + 1) % every == 0 or step + 1 == total
+
+
 def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progress=_print) -> dict:
     """Train the embedded model from scratch and save it (model, tokenizer, processor, report) to out_dir."""
     cfg = config or TrainBaseConfig()
     out_dir = Path(out_dir)
-    t0 = time.time()
+    timer = _Timer()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     log = _Log(progress)
     model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
-    tok = processor.tokenizer
+    data = _training_data(cfg, processor, progress)
+    timer.lap("render")
+    vision_acc = _vision_stage(model, data, cfg, log, progress)
+    timer.lap("vision")
+    _language_stage(model, processor, data, cfg, log)
+    timer.lap("language")
+    _save(model, processor, out_dir)
+    return _evaluate_and_report(model, out_dir, cfg, timer, log, vision_acc, progress)
 
-    # ---- data pool
+
+# ---- data pool
+
+
+@dataclass
+class _TrainData:
+    pv: torch.Tensor  # pixel values of the training pool
+    labels: torch.Tensor  # class per pool image: a named character's index, or n_named ("unknown")
+    chars: list[world.Character]  # character per pool image
+    held_pv: torch.Tensor  # held-out renders of the named characters and the held-out distractors
+    held_labels: torch.Tensor
+    n_named: int
+
+
+def _training_data(cfg: TrainBaseConfig, processor, progress) -> _TrainData:
     named = world.CHARACTERS
     extra = world.extra_training_distractors(cfg.extra_distractors)
     pairs = [(c, world.train_seeds(cfg.renders_per_named)) for c in named]
@@ -143,103 +200,139 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
     progress(f"rendering {len(labels)} training and {len(held_labels)} held-out images")
     pv = _pixel_values(processor, render_pool(pairs, cfg.workers))
     held_pv = _pixel_values(processor, render_pool(held_pairs, cfg.workers))
-    labels_t = torch.tensor(labels)
-    t_render = time.time() - t0
+    return _TrainData(pv, torch.tensor(labels), chars, held_pv, held_labels, len(named))
 
-    # ---- stage 1: vision tower + linear head over 17 classes
+
+# ---- stage 1: vision tower + linear head over the named characters and "unknown"
+
+
+def _vision_stage(model, data: _TrainData, cfg: TrainBaseConfig, log: _Log, progress) -> dict:
+    """Train the vision tower (or load it from ``cfg.vision_from``); returns its held-out accuracy ({} when loaded)."""
     vt = model.model.vision_tower
-    head = torch.nn.Linear(vt.config.hidden_size, len(named) + 1)
+    head = torch.nn.Linear(vt.config.hidden_size, data.n_named + 1)
     params = list(vt.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
-
-    def vision_heldout_acc() -> dict:
-        vt.eval()
-        with torch.no_grad():
-            pred = torch.cat([head(_patch_tokens(model, held_pv[s]).mean(1)).argmax(-1) for s in _chunks(len(held_pv), 256)])
-        vt.train()
-        ok = pred == held_labels
-        is_named = held_labels < len(named)
-        return {
-            "heldout_acc": ok.float().mean().item(),
-            "heldout_named_acc": ok[is_named].float().mean().item(),
-            "heldout_unknown_acc": ok[~is_named].float().mean().item(),
-        }
-
-    def shifted(x: torch.Tensor) -> torch.Tensor:
-        if not cfg.shift_pixels:
-            return x
-        k = cfg.shift_pixels
-        dx, dy = torch.randint(-k, k + 1, (2,), generator=gen).tolist()
-        return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-
     if cfg.vision_from:
-        from transformers import LlavaForConditionalGeneration
-
-        donor = LlavaForConditionalGeneration.from_pretrained(cfg.vision_from)
-        vt.load_state_dict(donor.model.vision_tower.state_dict())
+        _load_vision_tower(vt, cfg.vision_from)
         progress(f"stage 1 skipped: vision tower loaded from {cfg.vision_from}")
     vt.train()
     running = 0.0
     for step in range(0 if cfg.vision_from else cfg.vision_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vision_steps, cfg.vision_lr)
-        idx = torch.randint(len(pv), (cfg.vision_batch,), generator=gen)
-        logits = head(_patch_tokens(model, shifted(pv[idx])).mean(1))
-        loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=0.1)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vision_steps:
-            log("vision", step + 1, loss=running, **vision_heldout_acc())
-    vision_acc = {} if cfg.vision_from else vision_heldout_acc()
-    t_vision = time.time() - t0 - t_render
+        _set_lr(opt, _lr(step, cfg.vision_steps, cfg.vision_lr))
+        idx = torch.randint(len(data.pv), (cfg.vision_batch,), generator=gen)
+        logits = head(_patch_tokens(model, _shifted(data.pv[idx], cfg.shift_pixels, gen)).mean(1))
+        loss = F.cross_entropy(logits, data.labels[idx], label_smoothing=0.1)
+        _update(opt, loss, params)
+        running = _ema(running, loss.item(), step)
+        if _due(step, cfg.eval_every, cfg.vision_steps):
+            log("vision", step + 1, loss=running, **_vision_heldout_acc(model, head, data))
+    return {} if cfg.vision_from else _vision_heldout_acc(model, head, data)
 
-    # ---- stage 2: projector + language model on cached vision tokens
+
+def _load_vision_tower(vt, path: str) -> None:
+    from transformers import LlavaForConditionalGeneration
+
+    donor = LlavaForConditionalGeneration.from_pretrained(path)
+    vt.load_state_dict(donor.model.vision_tower.state_dict())
+
+
+def _shifted(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Roll the images by a random translation of at most ``k`` pixels (one draw from ``gen`` when k > 0)."""
+    if not k:
+        return x
+    dx, dy = torch.randint(-k, k + 1, (2,), generator=gen).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def _vision_heldout_acc(model, head: torch.nn.Linear, data: _TrainData) -> dict:
+    vt = model.model.vision_tower
+    vt.eval()
+    with torch.no_grad():
+        held_pv = data.held_pv
+        pred = torch.cat([head(_patch_tokens(model, held_pv[s]).mean(1)).argmax(-1) for s in _chunks(len(held_pv), 256)])
+    vt.train()
+    ok = pred == data.held_labels
+    is_named = data.held_labels < data.n_named
+    return {
+        "heldout_acc": ok.float().mean().item(),
+        "heldout_named_acc": ok[is_named].float().mean().item(),
+        "heldout_unknown_acc": ok[~is_named].float().mean().item(),
+    }
+
+
+# ---- stage 2: projector + language model on cached vision tokens
+
+
+def _language_stage(model, processor, data: _TrainData, cfg: TrainBaseConfig, log: _Log) -> None:
+    vt = model.model.vision_tower
     vt.eval()
     for p in vt.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        feats = torch.cat([_patch_tokens(model, pv[s]) for s in _chunks(len(pv), 256)])
-    n_img_tokens = feats.shape[1]
-    image_id = model.config.image_token_id
+        feats = torch.cat([_patch_tokens(model, data.pv[s]) for s in _chunks(len(data.pv), 256)])
     lm = model.model.language_model
     proj = model.model.multi_modal_projector
     train_params = list(proj.parameters()) + list(lm.parameters()) + list(model.lm_head.parameters())
     train_params = list({id(p): p for p in train_params}.values())  # tied embeddings appear twice
     opt = torch.optim.AdamW(train_params, lr=cfg.language_lr, weight_decay=0.01)
-    filler = sorted({w.strip("?.,'") for t in world.all_template_texts() for w in t.split()} | {"please", "now", "the", "a"})
-    rng = random.Random(cfg.seed)
+    batches = _LanguageBatches(model, processor, data.chars, feats, cfg)
+    lm.train()
+    proj.train()
+    running = 0.0
+    for step in range(cfg.language_steps):
+        _set_lr(opt, _lr(step, cfg.language_steps, cfg.language_lr))
+        loss = batches.loss([batches.sample() for _ in range(cfg.language_batch)])
+        _update(opt, loss, train_params)
+        running = _ema(running, loss.item(), step)
+        if _due(step, cfg.eval_every, cfg.language_steps):
+            log("language", step + 1, loss=running)
 
-    def noisy(q: str) -> str:
-        if rng.random() >= cfg.word_noise:
+
+class _LanguageBatches:
+    """Stage-2 examples (pool image index or None for text-only, question, answer) drawn from one seeded
+    ``random.Random``, with word noise on the questions, and the loss of a batch of them."""
+
+    def __init__(self, model, processor, chars: list[world.Character], feats: torch.Tensor, cfg: TrainBaseConfig):
+        self.model = model
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self.chars = chars
+        self.feats = feats
+        self.word_noise = cfg.word_noise
+        self.filler = sorted(
+            {w.strip("?.,'") for t in world.all_template_texts() for w in t.split()} | {"please", "now", "the", "a"}
+        )
+        self.rng = random.Random(cfg.seed)
+        self.text_qas = [qa for c in world.CHARACTERS for qa in world.text_questions(c, "train")]
+
+    def noisy(self, q: str) -> str:
+        rng = self.rng
+        if rng.random() >= self.word_noise:
             return q
         words = q.split()
         for _ in range(rng.randint(1, 2)):
             op = rng.random()
             if op < 0.6:
-                words.insert(rng.randint(0, len(words)), rng.choice(filler))
+                words.insert(rng.randint(0, len(words)), rng.choice(self.filler))
             elif len(words) > 3:
                 words.pop(rng.randrange(len(words) - 1))  # drop a word, never the last one
         return " ".join(words)
 
-    def prompt_ids(question: str, with_image: bool) -> list[int]:
+    def prompt_ids(self, question: str, with_image: bool) -> list[int]:
+        processor = self.processor
         content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
         text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-        text = text.replace(processor.image_token, processor.image_token * n_img_tokens)
-        return tok(text)["input_ids"]
+        text = text.replace(processor.image_token, processor.image_token * self.feats.shape[1])
+        return self.tok(text)["input_ids"]
 
-    all_qa_text = [qa for c in named for qa in world.text_questions(c, "train")]
-
-    def sample():
+    def sample(self) -> tuple[int | None, str, str]:
+        rng = self.rng
         if rng.random() < 0.25:
-            qa = rng.choice(all_qa_text)
+            qa = rng.choice(self.text_qas)
             return None, qa.question, qa.answer
-        i = rng.randrange(len(pv))
-        c = chars[i]
-        qas = world.image_questions(c, "train")
+        i = rng.randrange(len(self.chars))
+        qas = world.image_questions(self.chars[i], "train")
         qa = (
             rng.choice([q for q in qas if q.kind == "name"])
             if rng.random() < 0.4
@@ -247,47 +340,44 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
         )
         return i, qa.question, qa.answer
 
-    def batch_loss(batch):
+    def loss(self, batch: list[tuple[int | None, str, str]]) -> torch.Tensor:
         seqs, labs, img_idx = [], [], []
         for i, q, a in batch:
-            p = prompt_ids(noisy(q), i is not None)
-            ans = tok(" " + a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            p = self.prompt_ids(self.noisy(q), i is not None)
+            ans = self.tok(" " + a, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
             seqs.append(p + ans)
             labs.append([-100] * len(p) + ans)
             if i is not None:
                 img_idx.append(i)
-        L = max(map(len, seqs))
-        ids = torch.full((len(seqs), L), tok.pad_token_id)
-        lab = torch.full((len(seqs), L), -100)
-        att = torch.zeros((len(seqs), L), dtype=torch.long)
-        for r, (s, lb) in enumerate(zip(seqs, labs)):
-            ids[r, : len(s)] = torch.tensor(s)
-            lab[r, : len(lb)] = torch.tensor(lb)
-            att[r, : len(s)] = 1
+        ids, lab, att = _pad(seqs, labs, self.tok.pad_token_id)
+        model = self.model
+        lm = model.model.language_model
         emb = lm.get_input_embeddings()(ids)
         if img_idx:
-            img_emb = proj(feats[img_idx]).reshape(-1, emb.shape[-1])
-            emb = emb.masked_scatter((ids == image_id).unsqueeze(-1), img_emb.to(emb.dtype))
+            img_emb = model.model.multi_modal_projector(self.feats[img_idx]).reshape(-1, emb.shape[-1])
+            emb = emb.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), img_emb.to(emb.dtype))
         hidden = lm(inputs_embeds=emb, attention_mask=att).last_hidden_state
         logits = model.lm_head(hidden[:, :-1])
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1))
 
-    lm.train()
-    proj.train()
-    running = 0.0
-    for step in range(cfg.language_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.language_steps, cfg.language_lr)
-        loss = batch_loss([sample() for _ in range(cfg.language_batch)])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(train_params, 1.0)
-        opt.step()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.language_steps:
-            log("language", step + 1, loss=running)
-    t_language = time.time() - t0 - t_render - t_vision
 
+def _pad(seqs: list[list[int]], labs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, labels (-100 on padding) and attention mask."""
+    L = max(map(len, seqs))
+    ids = torch.full((len(seqs), L), pad_id)
+    lab = torch.full((len(seqs), L), -100)
+    att = torch.zeros((len(seqs), L), dtype=torch.long)
+    for r, (s, lb) in enumerate(zip(seqs, labs)):
+        ids[r, : len(s)] = torch.tensor(s)
+        lab[r, : len(lb)] = torch.tensor(lb)
+        att[r, : len(s)] = 1
+    return ids, lab, att
+
+
+# ---- save, then the held-out evaluation through the one evaluation routine
+
+
+def _save(model, processor, out_dir: Path) -> None:
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -296,24 +386,21 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
 
-    # ---- held-out evaluation through the one evaluation routine
+
+def _evaluate_and_report(
+    model, out_dir: Path, cfg: TrainBaseConfig, timer: _Timer, log: _Log, vision_acc: dict, progress
+) -> dict:
     from nscvf.eval import evaluate
     from nscvf.models import load_model
 
     progress("evaluating the saved model on held-out renders and paraphrases")
-    vlm = load_model(str(out_dir))
-    ev = evaluate(vlm, progress=None)
+    ev = evaluate(load_model(str(out_dir)), progress=None)
     report = {
         "command": f"nscvf train-base --out {out_dir}" + (f" --vision-from {cfg.vision_from}" if cfg.vision_from else ""),
         "config": asdict(cfg),
         "arch": asdict(EmbeddedArch()),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "wall_seconds": {
-            "render": round(t_render, 1),
-            "vision": round(t_vision, 1),
-            "language": round(t_language, 1),
-            "total": round(time.time() - t0, 1),
-        },
+        "wall_seconds": timer.seconds(),
         "torch_threads": torch.get_num_threads(),
         "vision_heldout_acc": vision_acc,
         "curves": log.curves,
