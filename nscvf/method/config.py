@@ -62,6 +62,19 @@ class UnlearnConfig:
         100.0,
     )
     retain_batch: int = _f(32, "retain images per step", 1, 512)
+    micro_batches: int = _f(
+        1,
+        "split each step's batch (forget views, retain images, answer sequences) into this many micro-batches and "
+        "accumulate their gradients: the same gradient as one batch, less GPU memory, slower",
+        1,
+        64,
+    )
+    checkpointing: str = _f(
+        "auto",
+        "recompute activations in backward through the frozen LLM and the vision tower instead of keeping them "
+        "(less memory, more compute): 'auto' (on for CUDA, off on CPU), 'on' or 'off'",
+        choices=("auto", "on", "off"),
+    )
     augment: bool = _f(True, "random crops and flips of the forget images at each step (generalise to new renderings)")
     stop_when_forgotten: bool = _f(
         True, "stop early once every forget image and its augmented views are answered as unknown (retain drift grows after)"

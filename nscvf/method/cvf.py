@@ -18,7 +18,12 @@ def pooled(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_forget_loss(
-    z_f: torch.Tensor, region: torch.Tensor, z_orig_f: torch.Tensor, tau: float = 0.07, positive: str = "nearest"
+    z_f: torch.Tensor,
+    region: torch.Tensor,
+    z_orig_f: torch.Tensor,
+    tau: float = 0.07,
+    positive: str = "nearest",
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """InfoNCE (METHOD.md CVF, forget term).
 
@@ -26,6 +31,7 @@ def contrastive_forget_loss(
     region: (M, D) frozen target-region features (normalised).
     z_orig_f: (K, D) original features of the target's images (normalised): the negatives.
     positive: "nearest" region feature to each anchor, or the region "prototype" (normalised mean).
+    reduction: "mean" over anchors, or "none": one loss per anchor (B,) (micro-batches sum their share).
     """
     if positive == "prototype":
         pos = F.normalize(region.mean(0, keepdim=True), dim=-1).expand_as(z_f)
@@ -38,16 +44,26 @@ def contrastive_forget_loss(
     pos_logit = (z_f * pos).sum(-1, keepdim=True) / tau  # (B, 1)
     neg_logits = z_f @ z_orig_f.T / tau  # (B, K)
     logits = torch.cat([pos_logit, neg_logits], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(z_f), dtype=torch.long, device=z_f.device))
+    target = torch.zeros(len(z_f), dtype=torch.long, device=z_f.device)
+    return F.cross_entropy(logits, target, reduction=reduction)
 
 
-def retain_loss(tokens: torch.Tensor, tokens_orig: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Token-level feature matching on retained images (METHOD.md CVF, retain term)."""
+def retain_loss(
+    tokens: torch.Tensor, tokens_orig: torch.Tensor, kind: str = "mse", scale=None, reduction: str = "mean"
+) -> torch.Tensor:
+    """Token-level feature matching on retained images (METHOD.md CVF, retain term); tokens are (N, D).
+
+    "mse" is normalised by ``scale``, the mean squared original feature (computed from ``tokens_orig`` when not
+    given; a micro-batch passes the whole step's). ``reduction="none"`` gives one term per token (N,), whose
+    mean over the step's tokens is the loss."""
     if kind == "mse":
-        return F.mse_loss(tokens, tokens_orig) / tokens_orig.pow(2).mean().clamp_min(1e-8)
-    if kind == "cosine":
-        return (1 - F.cosine_similarity(tokens, tokens_orig, dim=-1)).mean()
-    raise ValueError(f"retain loss kind must be 'mse' or 'cosine', not {kind!r}")
+        scale = tokens_orig.pow(2).mean().clamp_min(1e-8) if scale is None else scale
+        per_token = (tokens - tokens_orig).pow(2).mean(-1) / scale
+    elif kind == "cosine":
+        per_token = 1 - F.cosine_similarity(tokens, tokens_orig, dim=-1)
+    else:
+        raise ValueError(f"retain loss kind must be 'mse' or 'cosine', not {kind!r}")
+    return per_token if reduction == "none" else per_token.mean()
 
 
 def retain_drift(z_after_tokens: list[torch.Tensor], z_orig_tokens: list[torch.Tensor]) -> dict:

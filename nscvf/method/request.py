@@ -23,9 +23,17 @@ from nscvf.errors import Cancelled, InputError, ResourceError
 from nscvf.eval import evaluate
 from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
-from nscvf.method.context import StepContext, answer_logits, teacher_forcing_batch
+from nscvf.method.context import (
+    StepContext,
+    activation_checkpointing,
+    answer_logprobs,
+    answer_nll,
+    split,
+    teacher_forcing_batch,
+)
 from nscvf.method.cvf import pooled, retain_drift
 from nscvf.method.domain import Domain, augment
+from nscvf.method.memory import check_step_memory, checkpointing_on
 from nscvf.method.methods import get_method, method_config
 from nscvf.method.nullspace import CovarianceCollector, lora_layers, null_spaces, project_lora_A
 from nscvf.method.result import UnlearnResult
@@ -277,26 +285,36 @@ def references(st: RequestState) -> None:
         if st.method.needs_answers or cfg.answer_weight > 0:
             refs["answers"] = answer_batches(st, prev)
         st.refs = refs
+    # CUDA: refuse a step that will not fit, before any optimisation (the CPU is not checked).
+    reads = getattr(st.method, "answer_batches", None)
+    estimate = check_step_memory(st.work, cfg, refs, checkpointing_on(cfg, st.work.device), reads)
+    if estimate is not None:
+        st.timings["step_memory_estimate_gib"] = estimate["step_gib"]
 
 
 def answer_batches(st: RequestState, prev) -> dict:
     """Teacher-forcing batches for answer-level losses: the model's own answers (original) and the unknown
     answer on forget images; the model's own identity answers on a sample of retain images; and the
-    reference log-probabilities (NPO, KL) under the chain's state before the request."""
+    reference log-probabilities (NPO, KL) under the chain's state before the request. Every step uses all
+    rows, so each is built once as ``micro_batches`` parts (None where a part has no row)."""
     qs, fa = st.questions, st.probes_before["forget"]["answers"]
     f_items = [(st.forget[i], q, fa[q][i]) for i in range(len(st.forget)) for q in qs]
     r_imgs = st.rng.sample(st.retain, min(16, len(st.retain)))
     r_ans = prev.generate([qs[0]] * len(r_imgs), r_imgs)
     unknown = st.before.domain.unknown_answer
+    rows = {
+        "forget_original": f_items,
+        "forget_unknown": [(im, q, unknown) for im, q, _ in f_items],
+        "retain_original": [(im, qs[0], a) for im, a in zip(r_imgs, r_ans)],
+    }
+    m = st.cfg.micro_batches
     data = {
-        "forget_original": teacher_forcing_batch(prev, f_items),
-        "forget_unknown": teacher_forcing_batch(prev, [(im, q, unknown) for im, q, _ in f_items]),
-        "retain_original": teacher_forcing_batch(prev, [(im, qs[0], a) for im, a in zip(r_imgs, r_ans)]),
+        name: [teacher_forcing_batch(prev, [items[i] for i in part]) if part else None for part in split(len(items), m)]
+        for name, items in rows.items()
     }
     with torch.no_grad(), prev.scope():
-        data["forget_ref_logp"] = -StepContext(prev, None, st.rng, {"answers": data}).answer_nll("forget", reduction="sum")
-        logits, labels = answer_logits(prev, data["retain_original"])
-        data["retain_ref_logprobs"] = logits.log_softmax(-1)[labels != -100]
+        data["forget_ref_logp"] = [None if b is None else -answer_nll(prev, b, "sum") for b in data["forget_original"]]
+        data["retain_ref_logprobs"] = [None if b is None else answer_logprobs(prev, b) for b in data["retain_original"]]
     return data
 
 
@@ -351,26 +369,36 @@ def protected_covariances(st: RequestState, protect: list) -> dict:
 def optimise(st: RequestState) -> None:
     """AdamW on this request's LoRA parameters; A <- A P after every step for null-space methods; stop
     once the forget images and fixed augmented views of them are forgotten (checked every few steps).
-    Each step holds the shared model only for itself: other sessions' calls run between steps."""
+    A step's batch is drawn once and run as ``micro_batches`` micro-batches whose gradients accumulate to
+    the one-batch gradient (each loss is its share of the step's mean). Each step holds the shared model
+    only for itself: other sessions' calls run between steps."""
     cfg, shared, work = st.cfg, st.before.shared, st.work
     ctx = StepContext(work, cfg, st.rng, st.refs)
     opt = torch.optim.AdamW(shared.adapter_parameters(st.adapter), lr=cfg.lr, weight_decay=0.0)
+    checkpointing = checkpointing_on(cfg, work.device)
     # Checking the given images alone stopped while new renders of the target were still named (measured).
     view_rng = random.Random(cfg.seed + 1)
     check = list(st.forget) + [augment(im, view_rng) for im in st.forget for _ in range(cfg.check_views)]
     t_opt, t_proj = time.time(), 0.0
     for k in range(cfg.steps):
         st.stage(f"step {k + 1}/{cfg.steps}", k, cfg.steps)
-        with shared.using(work.adapters, train=True, trainable=st.adapter):
-            loss, logs = st.method.loss(ctx)
+        with shared.using(work.adapters, train=True, trainable=st.adapter), activation_checkpointing(shared.model, checkpointing):
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            ctx.begin_step()
+            loss, logs = 0.0, {}
+            for j in range(cfg.micro_batches):
+                ctx.micro(j)
+                part, part_logs = st.method.loss(ctx)
+                if part.requires_grad:  # a micro-batch with no item of any term has nothing to back-propagate
+                    part.backward()
+                loss += part.item()
+                logs = {a: logs.get(a, 0.0) + v for a, v in part_logs.items()}
             opt.step()
             tp = time.time()
             project_lora_A(st.layers, st.spaces, st.adapter)
             t_proj += time.time() - tp
         st.steps_run = k + 1
-        st.losses.append({"step": k + 1, "loss": round(loss.item(), 5), **{a: round(v, 5) for a, v in logs.items()}})
+        st.losses.append({"step": k + 1, "loss": round(loss, 5), **{a: round(v, 5) for a, v in logs.items()}})
         due = cfg.stop_when_forgotten and k + 1 >= cfg.min_steps and (k + 1) % cfg.check_every == 0 and k + 1 < cfg.steps
         if due and st.before.domain.forgotten(work, check, st.questions[0], st.refs["region"], st.refs["forget_orig_pooled"]):
             st.stopped_early = True

@@ -41,6 +41,15 @@ class VisionLanguageModel:
 
     family = "base"
     model_types: tuple[str, ...] = ()  # the config.model_type values this adapter handles (registry keys)
+    # Resolution cap for every image the model sees here (unlearning, its references and answers): at most this
+    # many pixels per image, for families whose processors resize to a pixel budget (None: the processor's own).
+    unlearn_max_pixels: int | None = None
+    # GPU seconds budgets of one request at that resolution (nscvf.models.budget.zerogpu_duration): per
+    # optimisation step (with its share of the stop checks), and for everything else (references, null space,
+    # answers and evaluation). Issue 9's targets on one H100/H200 for 7B models: <= 1.5 s/step, <= 60 s per
+    # 20-step request.
+    step_seconds: float = 2.0
+    fixed_seconds: float = 45.0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -86,9 +95,14 @@ class VisionLanguageModel:
     def language_model(self) -> torch.nn.Module:
         raise NotImplementedError  # implemented by every family subclass
 
+    def image_kwargs(self) -> dict:
+        """Per-call image-processor arguments that apply ``unlearn_max_pixels`` (passed to every call, never set
+        on the processor: it is shared by every view and thread). None of them by default."""
+        return {}
+
     def image_inputs(self, images: list[Image.Image]) -> dict:
         """Processor output for images alone (tensors on the model's device and dtype)."""
-        out = self.processor.image_processor(images=images, return_tensors="pt")
+        out = self.processor.image_processor(images=images, return_tensors="pt", **self.image_kwargs())
         return self._to_device(dict(out))
 
     def collate(self, inputs: list[dict]) -> dict:
@@ -182,7 +196,9 @@ class VisionLanguageModel:
         if images is None:
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side=padding_side)
         else:
-            batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side=padding_side)
+            batch = self.processor(
+                text=texts, images=images, return_tensors="pt", padding=True, padding_side=padding_side, **self.image_kwargs()
+            )
         return self._to_device(dict(batch))
 
     def prompt_length(self, prompt: str, image: Image.Image | None) -> int:

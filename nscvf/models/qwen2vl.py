@@ -47,6 +47,21 @@ AutoProcessor.register(_ImageTextProcessorConfig, Qwen2VLImageTextProcessor, exi
 class Qwen2VLModel(VisionLanguageModel):
     family = "qwen2_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    # Qwen2-VL resizes each image to a pixel budget (its processor's default: up to 28 * 28 * 1280 pixels, 1280
+    # visual tokens). Unlearning caps it at 448 x 448 (256 visual tokens after the 2 x 2 merge; LLaVA-1.5 sees
+    # 576 at its fixed 336 px): the answer term back-propagates through the LLM over every visual token.
+    unlearn_max_pixels = 448 * 448
+
+    def image_kwargs(self) -> dict:
+        """``size={"shortest_edge": min_pixels, "longest_edge": max_pixels}`` (transformers 5's names for Qwen's
+        pixel budget) with the longest edge capped at ``unlearn_max_pixels``."""
+        cap = self.unlearn_max_pixels
+        size = getattr(self.processor.image_processor, "size", None)
+        size = size if isinstance(size, dict) else vars(size) if size is not None else {}
+        lo, hi = size.get("shortest_edge"), size.get("longest_edge")
+        if cap is None or lo is None or hi is None or hi <= cap:
+            return {}
+        return {"size": {"shortest_edge": min(lo, cap), "longest_edge": cap}}
 
     @classmethod
     def load_processor(cls, source: str):

@@ -8,7 +8,8 @@ class GradientAscent(Method):
     name = "ga"
     description = "gradient ascent on forget answers (visual module only)"
     needs_answers = True
+    answer_batches = ("forget_original",)
 
     def loss(self, ctx):
-        nll = ctx.answer_nll("forget", toward="original").mean()
+        nll = ctx.mean(ctx.answer_nll("forget", toward="original"), "forget_original")
         return -nll, {"forget_nll": nll.item()}

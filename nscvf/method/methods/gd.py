@@ -8,8 +8,9 @@ class GradientDifference(Method):
     name = "gd"
     description = "GA + retain NLL (visual module only)"
     needs_answers = True
+    answer_batches = ("forget_original", "retain_original")
 
     def loss(self, ctx):
-        f = ctx.answer_nll("forget", toward="original").mean()
-        r = ctx.answer_nll("retain", toward="original").mean()
+        f = ctx.mean(ctx.answer_nll("forget", toward="original"), "forget_original")
+        r = ctx.mean(ctx.answer_nll("retain", toward="original"), "retain_original")
         return -f + self.config.retain_weight * r, {"forget_nll": f.item(), "retain_nll": r.item()}

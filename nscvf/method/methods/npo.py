@@ -11,10 +11,11 @@ class NPO(Method):
     name = "npo"
     description = "negative preference optimisation against the original model (visual module only)"
     needs_answers = True
+    answer_batches = ("forget_original",)
 
     def loss(self, ctx):
         beta = self.config.baseline_beta
         logp = -ctx.answer_nll("forget", toward="original", reduction="sum")
         ratio = logp - ctx.forget_ref_logp
-        loss = -(2.0 / beta) * F.logsigmoid(-beta * ratio).mean()
-        return loss, {"npo": loss.item(), "log_ratio": ratio.mean().item()}
+        loss = ctx.mean(-(2.0 / beta) * F.logsigmoid(-beta * ratio), "forget_original")
+        return loss, {"npo": loss.item(), "log_ratio": ctx.mean(ratio, "forget_original").item()}
