@@ -147,7 +147,7 @@ def test_result_panels_filled(first):
 
 
 def test_numbers_follow_the_answers(first):
-    table, history, note = first["numbers"]
+    table, history, note, status = first["numbers"]
     measures = {r[0]: r for r in rows(table)}
     if EVALUATION == "none":
         assert "not evaluated" in measures["accuracies"][1]
@@ -159,7 +159,7 @@ def test_numbers_follow_the_answers(first):
     ):
         assert re.fullmatch(r"\d+%", measures[m][1]) and re.fullmatch(r"\d+%", measures[m][2]), measures[m]
     assert "Evaluation (" in note
-    assert rows(history)[0][4].endswith("%")
+    assert rows(history)[0][5].endswith("%") and "Request 1" in status
 
 
 def test_target_forgotten_retained_and_text_unchanged(first, trained):
@@ -358,7 +358,10 @@ def test_bad_files_clear_error_then_works(server, bad, case):
         ({"tau": 0.0}, r"tau=0(\.0)? is out of range"),
         ({"retain_weight": -1}, r"retain_weight=-1(\.0)? is out of range"),
         ({"steps": None}, r"steps is empty"),
-        ({"name": "Bob"}, r"unknown character 'Bob'"),
+        ({"name": "Bob"}, r"'Bob' is not a character the embedded model knows"),
+        ({"lr": 0.1}, r"lr=0\.1 is out of range; use 1e-05 to 0\.01"),
+        ({"energy": 1e-12}, r"energy=1e-12 is out of range"),
+        ({"steps": 2000}, r"2000 steps would take about \d+ s .* lower Steps to at most \d+"),
         ({"method": "nope"}, r"nope"),
     ],
 )

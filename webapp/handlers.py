@@ -35,10 +35,13 @@ def _session(sid, request):
 
 
 def _error(e: BaseException) -> gr.Error:
+    """The message for the page. A user error (NSCVFError) is logged as one line; anything else with its
+    traceback, and the page gets a short message."""
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, NSCVFError):
-        return gr.Error(str(e))
+        log.info("refused: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return gr.Error(str(e), print_exception=False)
     log.error("unexpected error:\n%s", "".join(traceback.format_exception(e)))
     return gr.Error(
         f"Something went wrong ({type(e).__name__}); the model is unchanged and the app keeps working. "
@@ -65,26 +68,37 @@ def enable_forget():
     return gr.update(interactive=True)
 
 
+def forget_failed(sid, request: gr.Request):
+    """After a failed Forget (``.failure``): the button back, and the error in the status, where it stays
+    readable after the toast has gone."""
+    sess = runtime.current().sessions.peek(_sid(sid, request))
+    msg = (sess.last_error if sess is not None else None) or "The request failed; the model is unchanged."
+    return gr.update(interactive=True), f"**Not done:** {msg}"
+
+
 def forget(request: gr.Request, progress=gr.Progress(), *values):
     """Forget the concept shown in the images (one request of this session's chain). ``values``: the
     components named by :data:`FORGET_INPUTS`."""
     form = dict(zip(FORGET_INPUTS, values))
     sid, sess = _session(form.pop("sid"), request)
     rt = runtime.current()
+    sess.last_error = None
     try:
         out = service.forget(rt, sess, form, progress)
     except BaseException as e:
-        raise _error(e) from None
+        err = _error(e)
+        sess.last_error = err.message
+        raise err from None
     if out.stopped:
         return _outputs(sid, views.status_only(views.stopped_status(out.stopped, out.k, out.seconds, rt.settings.time_limit)))
-    status = views.forget_status(out.record, out.k, out.seconds, out.restored)
+    status = views.forget_status(out.record, out.k)
     items = views.gallery(out.record, out.request.images, out.request.paths)
     return _outputs(sid, views.render(out.record, sess.records, status, items))
 
 
 def numbers(evaluation, sid, request: gr.Request, progress=gr.Progress()):
     """Accuracies before and after the last request, evaluated after the answers are shown.
-    Returns (sid, numbers, history, note)."""
+    Returns (sid, numbers, history, note, status): the status is assessed again with the accuracies."""
     sid, sess = _session(sid, request)
     try:
         out = service.evaluate(runtime.current(), sess, evaluation, progress)
@@ -92,19 +106,20 @@ def numbers(evaluation, sid, request: gr.Request, progress=gr.Progress()):
         raise _error(e) from None
     rec = out.record
     if rec is None:
-        return sid, gr.skip(), gr.skip(), "Nothing to evaluate yet: run Forget first."
+        return sid, gr.skip(), gr.skip(), "Nothing to evaluate yet: run Forget first.", gr.skip()
     if out.cancelled:
-        return sid, gr.skip(), gr.skip(), "Evaluation cancelled; press Forget again or call /numbers to evaluate."
+        return sid, gr.skip(), gr.skip(), "Evaluation cancelled; press Forget again or call /numbers to evaluate.", gr.skip()
     note = "Evaluation is off (Advanced)." if rec.evaluation == "none" else views.numbers_note(rec)
     history = views.table(views.history_rows(sess.records), views.HISTORY_HEADERS)
-    return sid, views.table(views.number_rows(rec), views.NUMBER_HEADERS), history, note
+    status = views.forget_status(rec, len(sess.records))
+    return sid, views.table(views.number_rows(rec), views.NUMBER_HEADERS), history, note, status
 
 
 def numbers_after_forget(evaluation, sid, request: gr.Request, progress=gr.Progress()):
     """The browser's follow-up of a Forget: evaluate only when the Forget produced a new result."""
     sess = runtime.current().sessions.peek(_sid(sid, request))
     if sess is None or not sess.numbers_due:
-        return sid, gr.skip(), gr.skip(), gr.skip()
+        return sid, gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return numbers(evaluation, sid, request, progress)
 
 
@@ -130,13 +145,16 @@ def _rewind(sid, request, reset: bool):
     except BaseException as e:
         raise _error(e) from None
     if rec is False:
-        return _outputs(sid, views.empty("Nothing to undo: this session's model is the base model.", sess.records))
+        return _outputs(sid, views.status_only("Nothing to undo: this session's model is the base model."))
     if reset:
         return _outputs(sid, views.empty("Reset: this session's model is the base model again.", sess.records))
     if rec is None:
         return _outputs(sid, views.empty("Undone: this session's model is the base model again.", sess.records))
     k = len(sess.records)
-    return _outputs(sid, views.render(rec, sess.records, f"Undone: back to the model after request {k} (its results are shown)."))
+    images, paths = service.shown_images(rec)
+    items = views.gallery(rec, images, paths) if images else []
+    status = f"Undone: back to the model after request {k}; its results are shown.\n\n{views.forget_status(rec, k)}"
+    return _outputs(sid, views.render(rec, sess.records, status, items, form=True))
 
 
 def undo(sid, request: gr.Request):
@@ -185,6 +203,34 @@ def preview(files):
     for msg in bad[:5]:
         gr.Warning(msg)
     return out
+
+
+def identify_upload(files):
+    """After the upload changed: the name the base model gives the images (filling the name box) and a
+    warning line (several characters, nobody). Returns (name, note). A name typed afterwards is checked
+    against the images by the request itself (the status says when it disagrees)."""
+    if not files:
+        return "", ""
+    try:
+        ident = service.identify(runtime.current(), files)
+    except NSCVFError as e:
+        log.info("identify: %s", e)
+        return gr.skip(), ""
+    if ident is None or not (ident.counts or ident.warnings):  # nothing read, or a model that names nobody
+        return gr.skip(), ""
+    return ident.inferred or "", views.identify_note(ident)
+
+
+def check_name(files, name):
+    """The name box lost focus: warn when the typed name is not who the base model says the images show."""
+    typed = (name or "").strip()
+    if not files or not typed:
+        return gr.skip()
+    try:
+        ident = service.identify(runtime.current(), files, typed, wait_s=0)
+    except NSCVFError:
+        return gr.skip()
+    return views.identify_note(ident) if ident is not None and (ident.counts or ident.warnings) else gr.skip()
 
 
 def example_characters(examples_dir: Path) -> list:

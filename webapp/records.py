@@ -41,7 +41,14 @@ class RequestRecord:
     evaluation: str = "quick"  # the evaluation mode asked for
     evals: Evaluation | None = None
     evaluable: bool = True  # the model's domain has evaluation questions about this target
-    names: tuple = ()  # the uploaded files' names (per session; not stored)
+    world: bool = True  # the model's domain names characters (the embedded world): outcomes name who is named
+    # per session, not stored:
+    names: tuple = ()  # the uploaded files' names
+    paths: tuple = ()  # the uploaded files (to show them again after Undo)
+    shown_s: float | None = None  # seconds from the click to the result (queue included)
+    restored: bool = False  # restored from the cache, not trained
+
+    LOCAL = ("names", "paths", "shown_s", "restored")
 
     @property
     def target(self) -> str | None:
@@ -52,7 +59,7 @@ class RequestRecord:
 
     def to_dict(self) -> dict:
         """The stored form (no per-session fields)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "names"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.LOCAL}
         d["evals"] = dataclasses.asdict(self.evals) if self.evals else None
         return {"version": RECORD_VERSION, **d}
 
@@ -61,7 +68,7 @@ class RequestRecord:
         """The record, or None for anything else (another version, a foreign value)."""
         if not isinstance(d, dict) or d.get("version") != RECORD_VERSION:
             return None
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - set(cls.LOCAL)
         values = {k: v for k, v in d.items() if k in known}
         if values.get("evals"):
             values["evals"] = Evaluation(**values["evals"])

@@ -1,6 +1,6 @@
 """The process's singletons, made by :func:`create` (called by ``ui.launch``), never at import: the one
 base model (loaded in a background thread while the page already serves), the result cache, UMAP's
-warm-up and the session registry."""
+worker process (:mod:`webapp.projector`), the session registry and the cost estimate."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import traceback
 from dataclasses import dataclass
 
 from nscvf.errors import NSCVFError
+from webapp.projector import Projector
 from webapp.sessions import Registry
-from webapp.settings import Settings
+from webapp.settings import OVERHEAD_S, SECONDS_PER_STEP, Settings, steps_max
 
 log = logging.getLogger("nscvf.app")
 
@@ -30,55 +31,43 @@ class NotReady(NSCVFError):
     """The model is still loading, or could not be loaded."""
 
 
-class Warmup:
-    """Compile UMAP exactly as the plots use it (cosine metric, fit *and* transform: ~25 s of numba JIT on
-    first use, ~0.3 s after), in the background, so that the first plots come at once."""
+@dataclass
+class Estimate:
+    """What a request costs on this machine: seconds per optimisation step, the rest before training, and
+    what comes after it (measure, retained answers, plots). First guesses from the settings, then a moving
+    average of the finished requests. Used to refuse settings that cannot finish within the time limit and
+    to stop training early enough that a request at the limit is still measured and kept (partial)."""
 
-    def __init__(self):
-        self.done = threading.Event()
-        self.seconds: float | None = None
-        self._started = False
-        self._lock = threading.Lock()
+    seconds_per_step: float = SECONDS_PER_STEP
+    before_s: float = OVERHEAD_S / 2  # reading, base answers, references, null space
+    after_s: float = OVERHEAD_S / 2  # measuring, retained answers, plots
 
-    def start(self) -> None:
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        threading.Thread(target=self._run, name="umap-warmup", daemon=True).start()
+    def seconds(self, steps: int) -> float:
+        return self.before_s + steps * self.seconds_per_step + self.after_s
 
-    def _run(self) -> None:
-        try:
-            import numpy as np
+    def steps_max(self, time_limit: float) -> int:
+        return steps_max(time_limit, self.seconds_per_step, self.before_s + self.after_s)
 
-            from nscvf import plots
+    def stop_margin(self) -> float:
+        """Seconds before the time limit at which training must stop to be measured in time."""
+        return max(5.0, 1.5 * self.after_s + 2 * self.seconds_per_step)
 
-            rng = np.random.default_rng(0)
-            before = rng.normal(size=(40, 32)).astype(np.float32)
-            after = before + 0.1 * rng.normal(size=before.shape).astype(np.float32)
-            groups = ["forget"] * 8 + ["retain"] * 22 + ["unknown"] * 10
-            t = time.time()
-            plots.embedding_figures(before, after, groups, [str(i) for i in range(40)], method="umap")
-            self.seconds = round(time.time() - t, 2)
-            log.info("UMAP warmed up in %.1f s", self.seconds)
-        except Exception:  # noqa: BLE001  (PCA still works without UMAP)
-            log.warning("UMAP warm-up failed:\n%s", traceback.format_exc())
-        finally:
-            self.done.set()
-
-    def wait(self, seconds: float) -> bool:
-        """Start the warm-up if needed; True once it is done (waiting at most ``seconds``)."""
-        self.start()
-        return self.done.wait(seconds)
+    def update(self, timings: dict, job_s: float | None) -> None:
+        t = timings or {}
+        sps, opt = t.get("seconds_per_step"), t.get("optimise")
+        if sps:
+            self.seconds_per_step = round(0.5 * self.seconds_per_step + 0.5 * float(sps), 4)
+        before = sum(float(t.get(k) or 0) for k in ("read", "base_answers", "references", "null_space"))
+        self.before_s = round(0.5 * self.before_s + 0.5 * before, 2)
+        if job_s is not None and opt is not None:
+            self.after_s = round(0.5 * self.after_s + 0.5 * max(0.0, job_s - before - float(opt)), 2)
 
 
 class ModelHolder:
-    """The shared base model, loaded once in a background thread; then UMAP's warm-up starts (after the
-    model, not beside it: on 2 cores both would be slower)."""
+    """The shared base model, loaded once in a background thread."""
 
-    def __init__(self, settings: Settings, warmup: Warmup, vlm=None, cache=None):
+    def __init__(self, settings: Settings, vlm=None, cache=None):
         self.settings = settings
-        self.warmup = warmup
         self._ready = threading.Event()
         self._started = False
         self._lock = threading.Lock()
@@ -116,7 +105,6 @@ class ModelHolder:
         finally:
             self.seconds = round(time.time() - t, 2)
             self._ready.set()
-            self.warmup.start()
 
     def get(self, timeout: float = 600):
         """The loaded model (waiting for the loader), or :class:`NotReady` with a message for the page."""
@@ -139,8 +127,9 @@ class ModelHolder:
 class Runtime:
     settings: Settings
     model: ModelHolder
-    warmup: Warmup
+    warmup: Projector  # UMAP, in a low-priority worker process
     sessions: Registry
+    estimate: Estimate
 
 
 _current: Runtime | None = None
@@ -153,17 +142,18 @@ def create(settings: Settings, vlm=None, cache=None) -> Runtime:
     global _current
     with _lock:
         if _current is None:
-            warmup = Warmup()
-            _current = Runtime(settings, ModelHolder(settings, warmup, vlm, cache), warmup, Registry(settings.max_sessions))
+            _current = Runtime(
+                settings, ModelHolder(settings, vlm, cache), Projector(), Registry(settings.max_sessions), Estimate()
+            )
         return _current
 
 
 def local(settings: Settings, vlm, cache, warm_up: bool = True) -> Runtime:
     """A private runtime around an already loaded model (not the process's: tests, scripts). Without
     ``warm_up`` UMAP is never compiled: the plots are PCA, labelled as drawn during the warm-up."""
-    warmup = Warmup()
+    warmup = Projector()
     warmup._started = not warm_up
-    return Runtime(settings, ModelHolder(settings, warmup, vlm, cache), warmup, Registry(settings.max_sessions))
+    return Runtime(settings, ModelHolder(settings, vlm, cache), warmup, Registry(settings.max_sessions), Estimate())
 
 
 def current() -> Runtime:

@@ -11,110 +11,21 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
-import os
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
-from nscvf import world
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
+from webapp.form import ForgetRequest, check_time, image_paths, make_config, page_target, parse_forget  # noqa: F401
 from webapp.records import Evaluation, RequestRecord, result_key
 from webapp.runtime import Runtime, gpu
 from webapp.sessions import Job, Session
-from webapp.settings import ADVANCED, MAX_NAME, MAX_QUESTION, UMAP_WAIT_S, config_fields
+from webapp.settings import MAX_QUESTION
+from webapp.showcase import draw_figures, refresh_figures, retain_rows
 
 log = logging.getLogger("nscvf.app")
-
-NO_IMAGES = "no images: upload one or more images of what to forget, or click an example character"
-
-# ---------------------------------------------------------------------------------------- the form
-
-
-def image_paths(files, max_files: int, what: str = "images") -> list[str]:
-    """The paths of uploaded files (Gradio gives paths, dicts or file objects); InputError when none or too many."""
-    if not files:
-        raise InputError(NO_IMAGES)
-    if not isinstance(files, (list, tuple)):
-        files = [files]
-    paths = []
-    for f in files:
-        p = f if isinstance(f, (str, os.PathLike)) else (f.get("path") if isinstance(f, dict) else getattr(f, "name", None))
-        if p:
-            paths.append(str(p))
-    if not paths:
-        raise InputError(NO_IMAGES)
-    if len(paths) > max_files:
-        raise InputError(f"{len(paths)} {what} is too many: upload at most {max_files}")
-    return paths
-
-
-def number(name: str, value, integer: bool):
-    """A number field of the form, or InputError naming the field and its range."""
-    meta = config_fields()[name]
-    if value is None or value == "":
-        raise InputError(f"{name} is empty; enter a number from {meta['lo']:g} to {meta['hi']:g}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(v):
-        raise InputError(f"{name}={value!r} is not a number")
-    if integer:
-        if v != int(v):
-            raise InputError(f"{name}={value:g} must be a whole number")
-        return int(v)
-    return v
-
-
-def make_config(form: dict):
-    """UnlearnConfig from the form (``method``, the Advanced fields, ``evaluation``), validated, with what its
-    method fixes. The evaluation runs after the answers are shown (:func:`evaluate`): the engine gets none."""
-    from nscvf.method.config import UnlearnConfig
-    from nscvf.method.methods import method_config
-
-    changes = {f: number(f, form.get(f), integer) for f, _, integer in ADVANCED}
-    changes["method"] = (form.get("method") or "nscvf").strip()
-    choices = config_fields()["evaluate"]["choices"]
-    if (form.get("evaluation") or "quick") not in choices:
-        raise InputError(f"evaluation={form.get('evaluation')!r} is not valid; choose one of {', '.join(choices)}")
-    changes["evaluate"] = "none"
-    return method_config(UnlearnConfig().replace(**changes).validate())
-
-
-@dataclass(frozen=True)
-class ForgetRequest:
-    """A parsed Forget form."""
-
-    images: list
-    paths: list[str]
-    cfg: object  # UnlearnConfig
-    evaluation: str
-    name: str
-    retain: list | None
-
-    @property
-    def names(self) -> tuple:
-        return tuple(Path(p).name for p in self.paths)
-
-
-def parse_forget(form: dict, max_files: int) -> ForgetRequest:
-    """Read the Forget form: ``files``, ``name``, ``method``, the Advanced fields, ``evaluation``,
-    ``retain_files``. Every image is decoded (one clear error naming the file, never a server path)."""
-    paths = image_paths(form.get("files"), max_files)
-    images = [load_image(p) for p in paths]
-    cfg = make_config(form)
-    retain = None
-    if form.get("retain_files"):
-        retain = [load_image(p) for p in image_paths(form["retain_files"], max_files, what="images to keep")]
-    name = (form.get("name") or "").strip()
-    if len(name) > MAX_NAME:
-        raise InputError(f"the name is too long (at most {MAX_NAME} characters)")
-    return ForgetRequest(images, paths, cfg, form.get("evaluation") or "quick", name, retain)
-
 
 # ------------------------------------------------------------------------------------ the session
 
@@ -128,75 +39,17 @@ def ensure_chain(rt: Runtime, sess: Session):
     return sess.chain
 
 
-def retained_characters(target: str | None, forgotten: list[str]) -> list:
-    """A few characters that must not change: those sharing the target's shape or colour first."""
-    out = [c for c in world.CHARACTERS if c.name not in forgotten]
-    if target:
-        t = world.get_character(target)
-        out.sort(key=lambda c: (c.shape != t.shape and c.colour != t.colour, world.CHARACTERS.index(c)))
-    return out[:3]
-
-
-def retain_rows(chain, target: str | None, retain=None) -> list[list[str]]:
-    """Before/after answers on what must not change: held-out renders of a few other characters (the
-    embedded world), else the first uploaded images to keep."""
-    if chain.domain.is_world:
-        chars = retained_characters(target, chain.forgotten_targets + ([target] if target else []))
-        qs = ["Who is this?", world.IMAGE_FACT_TEMPLATES["town"]["train"][0]]
-        seeds = world.heldout_seeds(len(chars), world.SEEDS["showcase"])
-        imgs = [world.render(c, s) for c, s in zip(chars, seeds)]
-        labels = [f"{c.name} (held-out render)" for c in chars]
-    else:
-        imgs = list(retain or [])[:3]
-        qs = chain.domain.probe_questions()
-        labels = [f"kept image #{i + 1}" for i in range(len(imgs))]
-    if not imgs:
-        return []
-    flat_q = [q for _ in imgs for q in qs]
-    flat_i = [im for im in imgs for _ in qs]
-    before = chain.base_vlm.generate(flat_q, flat_i)
-    after = chain.vlm.generate(flat_q, flat_i)
-    flat_l = [label for label in labels for _ in qs]
-    return [[flat_l[k], q, before[k], after[k], "same" if before[k] == after[k] else "CHANGED"] for k, q in enumerate(flat_q)]
-
-
-def draw_figures(emb: dict, warmup) -> dict:
-    """The two embedding figures (plotly JSON). UMAP once warmed up; while UMAP is still compiling (the
-    first ~30-60 s after start on a small CPU) PCA, labelled as such and redrawn on a later view."""
-    import numpy as np
-
-    from nscvf import plots
-
-    if not emb or not emb.get("before"):
-        return {"before": None, "after": None, "method": "none"}
-    small = len(emb["before"]) < plots.MIN_UMAP_POINTS
-    warm = small or warmup.wait(UMAP_WAIT_S)
-    fb, fa, method = plots.embedding_figures(
-        np.asarray(emb["before"]), np.asarray(emb["after"]), emb["groups"], emb["labels"], method="auto" if warm else "pca"
-    )
-    if not warm:
-        for title, fig in (("Before", fb), ("After", fa)):
-            fig.update_layout(title=f"{title} (PCA: UMAP is still warming up)")
-    return {"before": fb.to_json(), "after": fa.to_json(), "method": method, "warming_up": not warm}
-
-
-def refresh_figures(rt: Runtime, rec: RequestRecord) -> RequestRecord:
-    """The record with its plots redrawn with UMAP when they were drawn with PCA during the warm-up."""
-    if rec.figures.get("warming_up") and rt.warmup.done.is_set():
-        return rec.replace(figures=draw_figures(rec.result.get("embeddings") or {}, rt.warmup))
-    return rec
-
-
 def _check(job: Job) -> None:
     if job.cancel.is_set():
         raise Cancelled("cancelled; the model is unchanged")
 
 
 @gpu
-def compute(chain, req: ForgetRequest, target: str | None, job: Job, warmup) -> RequestRecord:
-    """One request, start to finish (the function ZeroGPU would give a GPU): train, probe, draw."""
+def compute(chain, req: ForgetRequest, target: str | None, job: Job, projector) -> RequestRecord:
+    """One request, start to finish (the function ZeroGPU would give a GPU): train, probe, draw. The job's
+    ``stop`` (set before the time limit) ends training and keeps what it learned as a partial request."""
     t0 = time.time()
-    r = chain.forget(req.images, req.retain, req.cfg, progress=job.update, cancel=job.cancel, target=target)
+    r = chain.forget(req.images, req.retain, req.cfg, progress=job.update, cancel=job.cancel, target=target, stop=job.stop)
     try:
         job.update("retained characters", 0, 1)
         _check(job)
@@ -204,7 +57,7 @@ def compute(chain, req: ForgetRequest, target: str | None, job: Job, warmup) -> 
         job.update("drawing plots", 0, 1)
         _check(job)
         tp = time.time()
-        figures = draw_figures(r.embeddings, warmup)
+        figures = draw_figures(r.embeddings, projector)
         plots_s = round(time.time() - tp, 3)
     except BaseException:
         chain.undo()  # cancelled (or failed) after training: leave the chain as it was
@@ -238,9 +91,11 @@ def fraction(job: Job) -> float:
     return min(1.0, lo + (hi - lo) * min(1.0, job.step / job.total))
 
 
-def run_job(job: Job, fn, progress, time_limit: float, name: str):
+def run_job(job: Job, fn, progress, time_limit: float, name: str, margin: float | None = None):
     """Run ``fn`` in a worker thread; meanwhile refresh the progress (stage, fraction, seconds) every
-    POLL_S and enforce the time limit through the job's cancel flag. Returns fn's value or raises its error."""
+    POLL_S. With ``margin``: at ``time_limit - margin`` the job's ``stop`` is set (training ends, what it
+    learned is measured and kept) and only at ``time_limit + margin`` its cancel flag; without, the cancel
+    flag at the limit. Returns fn's value or raises its error."""
     from webapp.settings import POLL_S
 
     ctx = contextvars.copy_context()  # carries the request context (ZeroGPU's spaces.GPU reads it)
@@ -257,12 +112,18 @@ def run_job(job: Job, fn, progress, time_limit: float, name: str):
     finished = threading.Event()
     t0 = time.time()
     threading.Thread(target=work, name=name, daemon=True).start()
-    while not finished.wait(POLL_S):
+    shown, last = None, 0.0
+    while not finished.wait(0.1):  # a new stage at once, and the same one again every POLL_S
         elapsed = time.time() - t0
-        if elapsed > time_limit and not job.cancel.is_set():
+        if margin is not None and elapsed > time_limit - margin and not job.stop.is_set():
+            job.stop.set()
+            log.info("%s: stopping training %.0f s before the time limit (kept as a partial request)", name, margin)
+        if elapsed > time_limit + (margin or 0) and not job.cancel.is_set():
             job.timed_out = True
             job.cancel.set()
-        progress(fraction(job), desc=f"{job.stage} · {elapsed:.0f} s")
+        if job.stage != shown or elapsed - last >= POLL_S:
+            shown, last = job.stage, elapsed
+            progress(fraction(job), desc=f"{job.stage} · {elapsed:.0f} s")
     if "error" in out:
         raise out["error"]
     return out["value"]
@@ -274,8 +135,8 @@ def run_job(job: Job, fn, progress, time_limit: float, name: str):
 @dataclass(frozen=True)
 class ForgetOutcome:
     """What a Forget did: ``record`` (None when it stopped), the number of requests ``k`` of the chain after
-    it, the seconds it took, whether it was restored from the cache, and why it stopped (``stopped``:
-    "queued" when Cancel dropped it before it started, "cancelled", "time limit")."""
+    it, the seconds it took since the click (queue included), whether it was restored from the cache, and
+    why it stopped (``stopped``: "queued" when Cancel dropped it before it started, "cancelled", "time limit")."""
 
     record: RequestRecord | None
     k: int
@@ -292,41 +153,55 @@ def _store(rt: Runtime, rec: RequestRecord) -> None:
         log.warning("could not store the result:\n%s", traceback.format_exc())
 
 
+def _train(rt: Runtime, sess: Session, job: Job, req: ForgetRequest, target: str | None) -> RequestRecord:
+    """Run the request (Cancelled when cancelled, or stopped at the time limit before anything was learned)."""
+    chain = sess.chain
+    n_before = len(chain)
+    margin = rt.estimate.stop_margin()
+    rec = run_job(job, lambda: compute(chain, req, target, job, rt.warmup), progress=job.progress,
+                  time_limit=rt.settings.time_limit, name=f"forget-{sess.sid[:8]}", margin=margin)  # fmt: skip
+    if len(chain) == n_before:  # the compute ran elsewhere (ZeroGPU): apply its adapter here
+        restore(chain, rec, req.images)
+    rt.estimate.update(rec.result.get("timings"), rec.job_s)
+    return rec
+
+
 def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None) -> ForgetOutcome:
     """One Forget of this session: parse the form, restore the identical request from the cache or run it."""
-    t0 = time.time()
+    t0 = sess.clicked_at() or time.time()
     if not sess.dequeued():
-        return ForgetOutcome(None, len(sess.chain) if sess.chain else 0, 0.0, stopped="queued")
+        return ForgetOutcome(None, len(sess.chain) if sess.chain else 0, time.time() - t0, stopped="queued")
     with sess.exclusive("request") as job:
+        job.progress = progress
         progress(0.0, desc="reading images")
         req = parse_forget(form, rt.settings.max_files)
+        check_time(req.cfg, rt.estimate, rt.settings.time_limit)
         progress(0.01, desc="waiting for the model to load" if not rt.model.ready else "preparing")
         chain = ensure_chain(rt, sess)
-        target = chain.domain.resolve_target(req.name or None, []) if req.name else None
+        target = page_target(chain.domain, req.name)
         key = result_key(chain.state_fingerprint, req.images, req.cfg, target, req.retain)
         sess.numbers_due = False
         rec = RequestRecord.from_dict(rt.model.cache.get(key))
-        if rec is not None:
+        restored = rec is not None
+        if restored:
             progress(0.5, desc="restoring the finished request from the cache")
             restore(chain, rec, req.images)
-            restored = True
         else:
             n_before = len(chain)
             try:
-                rec = run_job(job, lambda: compute(chain, req, target, job, rt.warmup), progress,
-                              rt.settings.time_limit, f"forget-{sess.sid[:8]}")  # fmt: skip
+                rec = _train(rt, sess, job, req, target).replace(key=key)
             except Cancelled:
                 why = "time limit" if job.timed_out else "cancelled"
                 return ForgetOutcome(None, n_before, time.time() - t0, stopped=why, request=req)
-            if len(chain) == n_before:  # the compute ran elsewhere (ZeroGPU): apply its adapter here
-                restore(chain, rec, req.images)
-            rec = rec.replace(key=key)
-            _store(rt, rec)
-            restored = False
-        rec = rec.replace(names=req.names, evaluation=req.evaluation, evaluable=chain.domain.can_evaluate(rec.target))
+            if not rec.result.get("partial"):  # a partial request is kept, not reused for the full one
+                _store(rt, rec)
+        seconds = round(time.time() - t0, 2)
+        rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation=req.evaluation, shown_s=seconds,
+                          restored=restored, evaluable=chain.domain.can_evaluate(rec.target),
+                          world=chain.domain.is_world)  # fmt: skip
         sess.records.append(rec)
         sess.numbers_due = True
-        return ForgetOutcome(rec, len(chain), time.time() - t0, restored, request=req)
+        return ForgetOutcome(rec, len(chain), seconds, restored, request=req)
 
 
 @gpu
@@ -396,8 +271,38 @@ def rewind(rt: Runtime, sess: Session, reset: bool = False) -> RequestRecord | N
             sess.records.pop()
         if not sess.records:
             return None
-        rec = sess.records[-1] = refresh_figures(rt, sess.records[-1])
+        rec = sess.records[-1] = refresh_figures(rt.warmup, sess.records[-1])
         return rec
+
+
+def shown_images(rec: RequestRecord | None) -> tuple[list, list[str]]:
+    """The images and paths of a record's forget set, as uploaded (empty when the files are gone)."""
+    paths = [p for p in (rec.paths if rec is not None else ()) if p]
+    try:
+        return [load_image(p) for p in paths], paths
+    except (InputError, OSError):
+        return [], []
+
+
+def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0):
+    """Who the base model says the uploaded images show (before training): an
+    :class:`nscvf.method.outcome.Identification` with its warnings, or None (no readable image, or the model
+    is not loaded yet)."""
+    from nscvf.method.domain import domain_for
+    from nscvf.method.outcome import identify as identify_images
+
+    if not files or not rt.model.wait(wait_s) or not rt.model.ready:
+        return None
+    images = []
+    for p in image_paths(files, rt.settings.max_files):
+        try:
+            images.append(load_image(p))
+        except InputError:
+            pass  # the preview names the bad file
+    if not images:
+        return None
+    vlm = rt.model.vlm
+    return identify_images(vlm, domain_for(vlm), images, (given or "").strip() or None)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,18 @@ class Job:
 
     what: str = "request"
     cancel: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # end training, keep what it learned
     done: threading.Event = field(default_factory=threading.Event)
     stage: str = "waiting"
     step: int = 0
     total: int = 1
     started: float = field(default_factory=time.time)
     timed_out: bool = False
+    progress: object = None  # the caller's progress(fraction, desc=...) callback
+
+    def __post_init__(self):
+        if self.progress is None:
+            self.progress = lambda *a, **k: None
 
     def update(self, stage: str, done: int, total: int) -> None:
         self.stage, self.step, self.total = stage, done, max(1, total)
@@ -50,6 +56,8 @@ class Session:
     cancel_pending: bool = False
     numbers_due: bool = False  # the last Forget succeeded and its accuracies are still to show
     closed: bool = False
+    clicked: float | None = None  # when the waiting Forget was clicked (its time includes the queue)
+    last_error: str | None = None  # the last failed Forget's message, shown in the status (a toast fades)
     last_used: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,6 +89,13 @@ class Session:
         with self.lock:
             self.pending += 1
             self.cancel_pending = False
+            self.clicked = time.time()
+
+    def clicked_at(self) -> float | None:
+        """When the Forget now starting was clicked (None for an API call, which has no click)."""
+        with self.lock:
+            t, self.clicked = self.clicked, None
+            return t
 
     def dequeued(self) -> bool:
         """The queued Forget starts: False when Cancel dropped it meanwhile."""

@@ -3,7 +3,9 @@
 Environment: ``NSCVF_MODEL`` (model folder or id; default the embedded model, read by
 :func:`nscvf.models.load_model`), ``NSCVF_DATA_DIR`` (``./data``), ``NSCVF_MAX_QUEUE`` (16),
 ``NSCVF_TIME_LIMIT`` (seconds per request, 600), ``NSCVF_MAX_FILES`` (32), ``NSCVF_MAX_FILE_MB`` (20),
-``NSCVF_MAX_SESSIONS`` (32), ``NSCVF_CONCURRENCY`` (1).
+``NSCVF_MAX_SESSIONS`` (32), ``NSCVF_CONCURRENCY`` (1: Forget requests at once), ``NSCVF_LIGHT_CONCURRENCY`` (4:
+Ask, Undo, Reset, Evaluate and name inference at once, in their own lane: the engine holds the shared model
+per training step, so they wait at most a step behind another visitor's training).
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ ADVANCED = [
     ("tau", "Temperature (InfoNCE)", False),
     ("retain_weight", "Retain weight", False),
 ]
+# The app offers narrower ranges than the engine accepts: only values that can work. lr=0.1 (the engine's top)
+# collapses the embedded model (every character becomes one name, retain 100% -> 6%); energy=1e-12 keeps no
+# null-space direction, so every request fails. Steps: capped by the time limit (:func:`steps_max`).
+APP_RANGES = {"lr": (1e-5, 1e-2), "energy": (1e-3, 0.5)}
+# First guesses of a request's cost on a small CPU, refined by every finished request (runtime.Estimate).
+SECONDS_PER_STEP = 0.4
+OVERHEAD_S = 20.0  # references, null space, answers before/after, plots
 
 
 def _env_int(env, name: str, default: int) -> int:
@@ -51,6 +60,7 @@ class Settings:
     max_file_mb: int = MAX_FILE_BYTES // 2**20
     max_sessions: int = 32
     concurrency: int = 1
+    light_concurrency: int = 4  # Ask, Undo, Reset, Evaluate, name inference: their own lane
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -65,6 +75,7 @@ class Settings:
             max_file_mb=_env_int(env, "NSCVF_MAX_FILE_MB", MAX_FILE_BYTES // 2**20),
             max_sessions=_env_int(env, "NSCVF_MAX_SESSIONS", 32),
             concurrency=max(1, _env_int(env, "NSCVF_CONCURRENCY", 1)),
+            light_concurrency=max(1, _env_int(env, "NSCVF_LIGHT_CONCURRENCY", 4)),
         )
 
 
@@ -76,10 +87,22 @@ def get() -> Settings:
 
 @functools.lru_cache(maxsize=1)
 def config_fields() -> dict[str, dict]:
-    """UnlearnConfig's defaults, ranges, choices and help (``nscvf.method.config`` imports without torch)."""
+    """UnlearnConfig's defaults, ranges, choices and help (``nscvf.method.config`` imports without torch), with
+    the app's narrower ranges (:data:`APP_RANGES`)."""
     from nscvf.method.config import UnlearnConfig
 
-    return UnlearnConfig.fields_help()
+    fields = {k: dict(v) for k, v in UnlearnConfig.fields_help().items()}
+    for name, (lo, hi) in APP_RANGES.items():
+        fields[name].update(lo=lo, hi=hi)
+    return fields
+
+
+def steps_max(time_limit: float, seconds_per_step: float = SECONDS_PER_STEP, overhead: float = OVERHEAD_S) -> int:
+    """The most steps whose estimated time fits the time limit (at least 1, at most the engine's maximum)."""
+    from nscvf.method.config import UnlearnConfig
+
+    hi = UnlearnConfig.fields_help()["steps"]["hi"]
+    return int(max(1, min(hi, (time_limit - overhead) / max(seconds_per_step, 1e-3))))
 
 
 @functools.lru_cache(maxsize=1)

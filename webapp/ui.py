@@ -1,8 +1,9 @@
 """The page: layout (:func:`build`, declarative) and :func:`launch` (settings, runtime, queue, serve).
 
-Compute runs in one queue (``concurrency_id="compute"``, ``NSCVF_CONCURRENCY`` wide); each session's
-operations are also exclusive in code (:meth:`webapp.sessions.Session.exclusive`), so a wider queue never
-runs two operations of one session at once.
+Forget runs in one queue (``concurrency_id="compute"``, ``NSCVF_CONCURRENCY`` wide); Ask, Undo, Reset,
+Evaluate and name inference in their own lane (``"light"``, ``NSCVF_LIGHT_CONCURRENCY`` wide): the engine
+holds the shared model per training step, so they wait at most one step behind another visitor's training.
+Each session's operations are also exclusive in code (:meth:`webapp.sessions.Session.exclusive`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ from webapp.settings import get as get_settings
 
 CSS = """
 #status {min-height: 4.5em}
-#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)) !important}
-#preview .grid-container {grid-template-columns: repeat(auto-fill, minmax(80px, 1fr)) !important}
+#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)) !important}
+#preview .grid-container {grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)) !important}
+#examples .caption-label, #preview .caption-label {white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important; max-width: 100% !important; position: static !important; line-height: 1.2}
+#examples .thumbnail-item, #preview .thumbnail-item {height: auto !important; flex-direction: column}
+#examples .grid-wrap, #preview .grid-wrap {height: auto !important; max-height: none !important}
+table td, table th, table td span, table th span {word-break: normal !important; overflow-wrap: normal !important;
+  hyphens: none}
 .small-note {font-size: 0.9em; opacity: 0.85}
 """
 
@@ -47,8 +54,7 @@ def build(settings: Settings) -> gr.Blocks:
             label="Examples from the embedded world: click a character to forget it (its 8 training renders fill the upload)",
             elem_id="examples",
             columns=16,
-            rows=1,
-            height=125,
+            height="auto",
             allow_preview=False,
             interactive=False,
             object_fit="contain",
@@ -68,15 +74,18 @@ def build(settings: Settings) -> gr.Blocks:
                 gallery = gr.Gallery(
                     label="As the model sees them (after a run: who it says it is, before → after)",
                     elem_id="preview",
-                    columns=8,
-                    height=200,
+                    columns=4,
+                    height="auto",
                     allow_preview=True,
                     interactive=False,
                     buttons=["fullscreen"],
                 )
                 name = gr.Textbox(
-                    label="Name (optional; inferred from the base model's answers when empty)", elem_id="target", max_lines=1
+                    label="Name (inferred from the base model's answers when the images change; optional)",
+                    elem_id="target",
+                    max_lines=1,
                 )
+                ident_note = gr.Markdown("", elem_id="identify_note", elem_classes="small-note")
                 with gr.Accordion("Images to keep (optional)", open=False, elem_id="keep"):
                     gr.Markdown(
                         "With the embedded model the other characters are kept by default. Other models need "
@@ -96,8 +105,9 @@ def build(settings: Settings) -> gr.Blocks:
                 method = gr.Dropdown(choices=method_choices(), value="nscvf", label="Method", elem_id="method")
                 with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                     adv = []
+                    steps_hi = runtime.current().estimate.steps_max(settings.time_limit)
                     for f, label, integer in ADVANCED:
-                        m = fields[f]
+                        m = dict(fields[f], hi=steps_hi) if f == "steps" else fields[f]
                         adv.append(
                             gr.Number(
                                 value=m["default"],
@@ -204,12 +214,30 @@ def build(settings: Settings) -> gr.Blocks:
             plot_after,
             plot_note,
             numbers_table,
+            files,
+            name,
+            ask_base,
+            ask_current,
+            ask_note,
         ]
         compute = {"concurrency_id": "compute", "concurrency_limit": settings.concurrency}
+        lane = {"concurrency_id": "light", "concurrency_limit": settings.light_concurrency}
         light = {"concurrency_limit": None, "show_progress": "hidden"}
+        numbers_out = [sid, numbers_table, history, numbers_note, status]
 
-        examples.select(h.pick_example, None, [files, name, ask_file, ask_q], api_visibility="private", **light)
-        files.change(h.preview, files, gallery, api_name="preview", **light)
+        # The upload changed (a visitor's files or an example): preview, then who the base model says it is.
+        picked = examples.select(h.pick_example, None, [files, name, ask_file, ask_q], api_visibility="private", **light)
+        picked.then(h.preview, files, gallery, api_visibility="private", **light).then(
+            h.identify_upload, files, [name, ident_note], api_visibility="private", show_progress="hidden", **lane
+        )
+        # .upload/.delete/.clear, not .change: Undo and Reset set the upload themselves, with their own gallery.
+        for i, event in enumerate((files.upload, files.delete, files.clear)):
+            api = {"api_name": "preview"} if i == 0 else {"api_visibility": "private"}
+            shown = event(h.preview, files, gallery, **api, **light)
+            api = {"api_name": "identify"} if i == 0 else {"api_visibility": "private"}
+            shown.then(h.identify_upload, files, [name, ident_note], show_progress="hidden", **api, **lane)
+        name.blur(h.check_name, [files, name], ident_note, api_visibility="private", show_progress="hidden", **lane)
+
         click = forget_btn.click(h.mark_pending, sid, [sid, forget_btn, status], api_visibility="private", **light)
         done = click.then(
             h.forget,
@@ -217,36 +245,24 @@ def build(settings: Settings) -> gr.Blocks:
             outputs,
             api_name="forget",
             show_progress_on=[status],
-            time_limit=settings.time_limit,
+            time_limit=settings.time_limit + 120,  # the app stops the job itself, keeping a partial request
             **compute,
         )
-        done.then(h.enable_forget, None, forget_btn, api_visibility="private", **light)
-        done.success(
-            h.numbers_after_forget,
-            [evaluation, sid],
-            [sid, numbers_table, history, numbers_note],
-            api_visibility="private",
-            show_progress_on=[numbers_table],
-            **compute,
-        )
-        numbers_btn.click(
-            h.numbers,
-            [evaluation, sid],
-            [sid, numbers_table, history, numbers_note],
-            api_name="numbers",
-            show_progress_on=[numbers_table],
-            **compute,
-        )
+        done.failure(h.forget_failed, sid, [forget_btn, status], api_visibility="private", **light)
+        done.success(h.enable_forget, None, forget_btn, api_visibility="private", **light)
+        done.success(h.numbers_after_forget, [evaluation, sid], numbers_out, api_visibility="private",
+                     show_progress_on=[numbers_table], **lane)  # fmt: skip
+        numbers_btn.click(h.numbers, [evaluation, sid], numbers_out, api_name="numbers", show_progress_on=[numbers_table], **lane)
         cancel_btn.click(h.cancel, sid, None, api_name="cancel", **light)
-        undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **compute)
-        reset_btn.click(h.reset, sid, outputs, api_name="reset", show_progress_on=[status], **compute)
+        undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **lane)
+        reset_btn.click(h.reset, sid, outputs, api_name="reset", show_progress_on=[status], **lane)
         ask_btn.click(
             h.ask,
             [ask_file, ask_q, sid],
             [sid, ask_base, ask_current, ask_note],
             api_name="ask",
             show_progress_on=[ask_base, ask_current],
-            **compute,
+            **lane,
         )
         demo.load(h.wait_model_info, None, info, api_visibility="private", concurrency_limit=None, show_progress="hidden")
         demo.unload(h.free_session)
@@ -267,7 +283,7 @@ def demo() -> gr.Blocks:
 
 
 def launch(**kwargs):
-    """Queue and serve; then load the model (and after it warm UMAP up) in the background."""
+    """Queue and serve; then load the model in the background, and warm UMAP up in a low-priority process."""
     settings = get_settings()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.data_dir / "numba"))  # UMAP's JIT survives restarts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +299,8 @@ def launch(**kwargs):
     )
     opts.update(kwargs)
     out = page.launch(prevent_thread_lock=True, **opts)
-    runtime.current().model.start()  # then UMAP's warm-up
+    runtime.current().model.start()
+    runtime.current().warmup.start()  # UMAP's worker process, warming up at the lowest priority
     return out
 
 

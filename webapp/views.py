@@ -17,7 +17,8 @@ FORGET_HEADERS = ["image", "question", "before", "after", "named before", "named
 RETAIN_HEADERS = ["character", "question", "before", "after", "change"]
 TEXT_HEADERS = ["question (text only, no image)", "before", "after", "change"]
 NUMBER_HEADERS = ["measure", "before", "after"]
-HISTORY_HEADERS = ["request", "target", "method", "steps", "target named (held-out)", "others named", "time (s)"]
+HISTORY_HEADERS = ["#", "target", "outcome", "method", "steps", "target named", "others named", "earlier named", "seconds"]
+ASK_CLEARED = ("", "", "The model changed: ask again to compare the base and the current model.")
 
 
 class _Keep:
@@ -42,6 +43,11 @@ class Outputs(NamedTuple):
     plot_after: Any
     plot_note: Any
     numbers: Any
+    files: Any = KEEP  # the upload
+    name: Any = KEEP  # the name box
+    ask_base: Any = KEEP
+    ask_current: Any = KEEP
+    ask_note: Any = KEEP
 
 
 def table(rows, headers) -> pd.DataFrame:
@@ -118,6 +124,8 @@ ACCURACIES = (
     ("target_fact_image_acc_heldout", "forget: target's facts from image (held-out)"),
     ("target_unknown_rate", 'forget: target answered "I don\'t know"'),
     ("retain_acc", "retain: other characters named / facts"),
+    ("earlier_name_acc_heldout", "earlier targets: still named (held-out renders)"),
+    ("earlier_unknown_rate", 'earlier targets: answered "I don\'t know"'),
     ("fact_text_acc", "text: facts asked by name (no image)"),
     ("unknown_rate_unseen_distractors", 'unknown: unseen characters answered "I don\'t know"'),
 )
@@ -171,13 +179,44 @@ def number_rows(rec: RequestRecord) -> list[list[str]]:
 
 
 def history_rows(records) -> list[list]:
-    """One row per request of the session."""
+    """One row per request of the session: what it measured (the outcome), not what was asked."""
     rows = []
     for i, rec in enumerate(records):
         r, s = rec.result, eval_summaries(rec)[1]
+        o = outcome(rec)
+        what = verdict(rec, o)[0] + (" (partial)" if o.partial else "") + (", damage" if o.warnings else "")
         total = (r.get("timings") or {}).get("total")
-        rows.append([i + 1, r.get("target") or "?", r["method"], r["steps_run"], pct(s.get("target_name_acc_heldout")), pct(s.get("retain_acc")), total])  # fmt: skip
+        rows.append([i + 1, r.get("target") or "?", what, r["method"], r["steps_run"], pct(s.get("target_name_acc_heldout")),
+                     pct(s.get("retain_acc")), pct(s.get("earlier_name_acc_heldout")) if i else "-", total])  # fmt: skip
     return rows
+
+
+def outcome(rec: RequestRecord):
+    """What the request did, as measured (:func:`nscvf.method.outcome.assess`), with the separate
+    evaluation's accuracies once they are there (held-out numbers can change the verdict)."""
+    from nscvf.method.outcome import assess
+
+    r = dict(rec.result)
+    if rec.evals is not None:
+        r["eval_before"], r["eval_after"] = rec.evals.before, rec.evals.after
+    return assess(r, rec.world)
+
+
+def verdict(rec: RequestRecord, o=None) -> tuple[str, str]:
+    """(status, headline) of a request: the outcome's, except that images the base model named nobody in
+    (no target given) had nothing to forget, whatever they are answered now."""
+    o = o or outcome(rec)
+    if rec.world and rec.target is None and not identification(rec).counts:
+        return "nothing to forget", "nothing to forget: the model named nobody in these images before training"
+    return o.status, o.headline()
+
+
+def identification(rec: RequestRecord):
+    """Who the base model said the images showed before training, and the warnings that follow."""
+    from nscvf.method.outcome import identification as identify
+
+    pb = rec.result["probes_before"]["forget"]
+    return identify(pb["answers"][pb["questions"][0]], rec.target, rec.world)
 
 
 # --------------------------------------------------------------------------------- figures, notes
@@ -239,45 +278,57 @@ def numbers_note(rec: RequestRecord) -> str:
 # --------------------------------------------------------------------------------------- statuses
 
 
-def forget_status(rec: RequestRecord, k: int, seconds: float, restored: bool) -> str:
-    r = rec.result
-    follow = (
-        ""
-        if rec.evaluation == "none" or (rec.evals and rec.evals.mode == rec.evaluation) or not rec.evaluable
-        else " Accuracies: section 5, evaluated right after these answers."
-    )
-    target = f"**{r['target']}**" if r.get("target") else "the concept (the base model did not name anyone)"
+def _sentences(items) -> str:
+    return "; ".join(items)
+
+
+def forget_status(rec: RequestRecord, k: int) -> str:
+    """The status line of a finished request: what it measured (forgotten or not, which images are still
+    named, by what), the warnings from before training, and collateral damage with Undo one click away."""
+    r, o = rec.result, outcome(rec)
+    headline = verdict(rec, o)[1]
+    seconds = f"{rec.shown_s:.1f} s" if rec.shown_s is not None else "a moment"
     early = " (stopped early: forgotten)" if r.get("stopped_early") else ""
-    if restored:
+    steps = f"{r['method']}, {r['steps_run']} of {r['config']['steps']} steps{early}"
+    if rec.restored:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.created))
-        return (
-            f"**Request {k} restored from the cache** in {seconds:.1f} s: this exact request (same model state, images "
-            f"and settings) finished on {when}. No retraining: its adapter weights were restored, so Ask, Undo and a "
-            f"further Forget continue from it. Forgot {target} with {r['method']}, {r['steps_run']} steps{early}.{follow}"
-        )
-    return (
-        f"**Request {k} done** in {seconds:.1f} s: forgot {target} with {r['method']}, {r['steps_run']} of "
-        f"{r['config']['steps']} steps{early}. The base model is unchanged; this session's model now has {k} "
-        f"adapter(s). Saved: repeating this request is instant, also after a restart.{follow}"
-    )
+        head = (f"**Request {k} restored from the cache** in {seconds} (this exact request finished on {when}; "
+                f"no retraining): **{headline}** ({steps}).")  # fmt: skip
+    else:
+        head = f"**Request {k} done** in {seconds} (queue included): **{headline}** ({steps})."
+    out = [head]
+    before = identification(rec).warnings
+    if before:
+        out.append(f"Before training: {_sentences(before)}.")
+    if o.warnings:
+        out.append(f"⚠ **Collateral damage:** {_sentences(o.warnings)}. Press **Undo last** to go back.")
+    if o.partial:
+        out.append("Training stopped at the time limit; what it learned is kept and measured above (lower Steps to finish).")
+    pending = rec.evaluation != "none" and not (rec.evals and rec.evals.mode == rec.evaluation) and rec.evaluable
+    if pending:
+        out.append("Accuracies (section 5) follow these answers; the verdict is updated with them.")
+    return "\n\n".join(out)
 
 
 def stopped_status(why: str, k: int, seconds: float, time_limit: int) -> str:
     if why == "queued":
         return "Cancelled before it started; the model is unchanged."
-    what = f"stopped at the time limit of {time_limit} s" if why == "time limit" else "cancelled"
-    return f"Request {k + 1} {what} after {seconds:.1f} s; the model is unchanged."
+    if why == "time limit":
+        return (f"Request {k + 1} stopped at the time limit of {time_limit} s after {seconds:.1f} s before it learned "
+                "anything; the model is unchanged. Lower Steps and try again.")  # fmt: skip
+    return f"Request {k + 1} cancelled after {seconds:.1f} s; the model is unchanged."
 
 
 # ---------------------------------------------------------------------------------------- outputs
 
 
 def empty(status: str, records=()) -> Outputs:
-    """No result shown: the status and the session's history."""
+    """The base model again (after Reset, or Undo of the only request): no result, an empty form and
+    gallery, the Ask answers cleared; the session's history."""
     return Outputs(
         status,
         table(history_rows(records), HISTORY_HEADERS),
-        KEEP,
+        [],
         table([], FORGET_HEADERS),
         table([], RETAIN_HEADERS),
         "",
@@ -286,6 +337,9 @@ def empty(status: str, records=()) -> Outputs:
         None,
         "",
         table([], NUMBER_HEADERS),
+        None,
+        "",
+        *ASK_CLEARED,
     )
 
 
@@ -293,10 +347,13 @@ def status_only(status: str) -> Outputs:
     return Outputs(status, *([KEEP] * 10))
 
 
-def render(rec: RequestRecord, records, status: str, gallery_items=KEEP) -> Outputs:
-    """Every panel of one request's result."""
+def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: bool = False) -> Outputs:
+    """Every panel of one request's result; the Ask answers cleared (the model changed). ``form``: also put
+    the request's images back in the upload and its target in the name box (after Undo)."""
     rows, note = text_rows(rec.result)
     fb, fa = figures(rec)
+    files = (list(rec.paths) or None) if form else KEEP
+    name = (rec.target or "") if form else KEEP
     return Outputs(
         status,
         table(history_rows(records), HISTORY_HEADERS),
@@ -309,4 +366,19 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP) -> Outp
         fa,
         plot_note(rec),
         table(number_rows(rec), NUMBER_HEADERS),
+        files,
+        name,
+        *ASK_CLEARED,
     )
+
+
+def identify_note(ident) -> str:
+    """The line under the name box after an upload: who the model says the images show, and warnings."""
+    if ident is None:
+        return ""
+    n = len(ident.answers)
+    if not ident.counts and not ident.warnings:
+        return ""
+    if ident.inferred and not ident.warnings:
+        return f"The base model names **{ident.inferred}** on {ident.counts[ident.inferred]} of {n} images."
+    return "⚠ " + _sentences(ident.warnings) + "."
