@@ -3,12 +3,14 @@
     python scripts/bench_app.py --json runs/bench_app.json [--character mirel] [--steps 60] [--evaluation quick]
 
 1. serving: process start -> the page answers (target <= 10 s);
-2. example request: 8 renders of an example character, submitted as soon as the page answers (so it may
-   wait for the model to load), until the answers and plots arrive (target <= 45 s after the click); then
-   the accuracies, which the app evaluates after showing the answers (reported separately);
+2. example request (cold: fresh data dir, fresh numba cache): 8 renders of an example character, submitted
+   as soon as the page answers (so it may wait for the model to load), until the answers and plots arrive
+   (target <= 15 s answers, <= 17 s plots after the click); then the accuracies, which the app evaluates
+   after showing the answers (reported separately);
 3. plots: the plots come with the result; the time the job spent drawing them is reported (target: shown
    <= 3 s after the job ends);
-4. repeat: the identical request from a new session (target <= 2 s), restored from the cache;
+4. repeat: the identical request from a new session (target <= 2 s), restored from the cache; then a new
+   example character (--warm-character) from another new session on the now warm server (target <= 12 s);
 5. restart: the server is restarted on the same data dir; serving again, and the repeat once more
    (a restart loses nothing finished).
 
@@ -102,6 +104,13 @@ def request(url: str, args, evaluation: str = "none") -> tuple[dict, float, list
     return out, dt, stages, time.time() - t1, nums
 
 
+def plot_method(plot) -> str:
+    """The plot's title (says UMAP or PCA, and whether UMAP was still warming up)."""
+    fig = json.loads(plot["plot"]) if isinstance(plot, dict) and plot.get("plot") else {}
+    title = (fig.get("layout") or {}).get("title") or {}
+    return title.get("text", "") if isinstance(title, dict) else str(title)
+
+
 def numbers(table) -> dict:
     return {r[0]: r[1:] for r in table["data"]}
 
@@ -110,6 +119,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure the app's serving, request, plot and cache times.")
     p.add_argument("--json", required=True, help="write the numbers here")
     p.add_argument("--character", default="mirel", help="example character (folder under assets/examples)")
+    p.add_argument("--warm-character", default="tobbin", help="the new example of the warm request")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: UnlearnConfig's, early stopping on)")
     p.add_argument(
         "--set",
@@ -128,8 +138,9 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     data = Path(args.data_dir) if args.data_dir else tmp / "data"
     paths = sorted((ROOT / "assets" / "examples" / args.character).glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no example renders for {args.character!r}: run scripts/make_examples.py")
+    warm_paths = sorted((ROOT / "assets" / "examples" / args.warm_character).glob("*.png"))
+    if not paths or not warm_paths:
+        raise SystemExit(f"no example renders for {args.character!r} / {args.warm_character!r}: run scripts/make_examples.py")
     from nscvf.method.config import UnlearnConfig
 
     d = {k: v["default"] for k, v in UnlearnConfig.fields_help().items()}
@@ -159,6 +170,7 @@ def main(argv=None) -> int:
         "evaluation": args.evaluation,
         "method": args.method,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
+        "warm_character": args.warm_character,
     }
     log = open(tmp / "app.log", "w")
     proc = None
@@ -170,6 +182,8 @@ def main(argv=None) -> int:
             url, fargs, args.evaluation
         )
         res["example_with_numbers_s"] = res["example_request_s"] + res["example_numbers_s"]
+        res["example_plot_method"] = plot_method(out[8])
+        res["example_status"] = out[0].split("\n")[0]
         m = re.search(r"done\*\* in ([\d.]+) s", out[0])
         if not m:
             raise SystemExit(f"the example request did not finish: {out[0]}")
@@ -187,6 +201,11 @@ def main(argv=None) -> int:
         res["repeat_restored"] = "restored from the cache" in out2[0]
         m2 = re.search(r"restored from the cache\*\* in ([\d.]+) s", out2[0])
         res["repeat_server_s"] = float(m2.group(1)) if m2 else None
+        wargs = ([handle_file(str(q)) for q in warm_paths], *fargs[1:])
+        out4, res["warm_new_example_s"], _, _, _ = request(url, wargs, "none")
+        res["warm_new_example_status"] = out4[0].split("\n")[0]
+        res["warm_new_example_plot_method"] = plot_method(out4[8])
+        res["load_avg_after_warm"] = os.getloadavg()
         stop(proc)
         proc, res["serving_after_restart_s"] = start(port, data, tmp, log)
         out3, res["repeat_after_restart_s"], _, res["repeat_after_restart_numbers_s"], _ = request(url, fargs, args.evaluation)
@@ -204,7 +223,8 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     res["targets"] = {
         "serving_s<=10": res["serving_s"] <= 10,
-        "example_request_s<=45": res["example_request_s"] <= 45,
+        "cold_answers_and_plots_s<=15": res["example_request_s"] <= 15,
+        "warm_new_example_s<=12": res["warm_new_example_s"] <= 12,
         "repeat_s<=2": res["repeat_s"] <= 2,
         "repeat_server_s<=2": (res["repeat_server_s"] or 99) <= 2,
         "plots<=3s_after_job": (res["plots_after_job_end_s"] or 0) <= 3,

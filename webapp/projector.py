@@ -43,10 +43,18 @@ def _low_priority_warm(out: dict) -> None:
         out["error"] = f"{type(e).__name__}: {e}"
 
 
-def _serve(conn) -> None:
+def _exit_with(parent: int) -> None:
+    """End the worker when the app ends (a SIGTERM'd server runs no atexit handler to stop its children)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _serve(conn, parent: int) -> None:
     """The worker: warm UMAP up at the lowest priority, say so, then project what the app sends."""
     from nscvf import plots
 
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     out: dict = {}
     t = threading.Thread(target=_low_priority_warm, args=(out,), name="umap-warmup")
     t.start()
@@ -90,7 +98,7 @@ class Projector:
         try:
             ctx = mp.get_context("spawn")  # never fork a process holding torch threads
             self._conn, child = ctx.Pipe()
-            self._proc = ctx.Process(target=_serve, args=(child,), name="nscvf-umap", daemon=True)
+            self._proc = ctx.Process(target=_serve, args=(child, os.getpid()), name="nscvf-umap", daemon=True)
             self._proc.start()
         except Exception as e:  # noqa: BLE001
             self._fail(f"{type(e).__name__}: {e}")

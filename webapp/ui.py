@@ -25,7 +25,8 @@ CSS = """
 #examples .caption-label, #preview .caption-label {white-space: normal !important; overflow: visible !important;
   text-overflow: clip !important; max-width: 100% !important; position: static !important; line-height: 1.2}
 #examples .thumbnail-item, #preview .thumbnail-item {height: auto !important; flex-direction: column}
-#examples .grid-wrap, #preview .grid-wrap {height: auto !important; max-height: none !important}
+#examples .grid-wrap, #preview .grid-wrap, #examples .gallery-container, #preview .gallery-container {
+  height: auto !important; max-height: none !important; min-height: 0 !important}
 table td, table th, table td span, table th span {word-break: normal !important; overflow-wrap: normal !important;
   hyphens: none}
 .small-note {font-size: 0.9em; opacity: 0.85}
@@ -49,9 +50,14 @@ def build(settings: Settings) -> gr.Blocks:
         )
         info = gr.Markdown("Model: loading…", elem_id="model_info", elem_classes="small-note")
         chars = h.example_characters(settings.examples_dir)
+        gr.Markdown(
+            "**Examples from the embedded world:** click a character to forget it (its 8 training renders fill the upload)",
+            elem_classes="small-note",
+        )
         examples = gr.Gallery(
             value=[(h.example_files(settings.examples_dir, c.key)[0], c.name) for c in chars],
-            label="Examples from the embedded world: click a character to forget it (its 8 training renders fill the upload)",
+            label="Examples",
+            show_label=False,
             elem_id="examples",
             columns=16,
             height="auto",
@@ -71,8 +77,10 @@ def build(settings: Settings) -> gr.Blocks:
                     elem_id="images",
                     height=150,
                 )
+                gr.Markdown("**As the model sees them** (after a run: who it says it is, before → after)", elem_classes="small-note")
                 gallery = gr.Gallery(
-                    label="As the model sees them (after a run: who it says it is, before → after)",
+                    label="As the model sees them",
+                    show_label=False,
                     elem_id="preview",
                     columns=4,
                     height="auto",
@@ -131,13 +139,14 @@ def build(settings: Settings) -> gr.Blocks:
                     undo_btn = gr.Button("Undo last", size="sm", elem_id="undo")
                     reset_btn = gr.Button("Reset to base", size="sm", elem_id="reset")
                 status = gr.Markdown("Pick an example or upload images, then press **Forget**.", elem_id="status")
-                history = gr.Dataframe(
-                    views.table([], views.HISTORY_HEADERS),
-                    label="This session's requests (continual unlearning)",
-                    elem_id="history",
-                    interactive=False,
-                    wrap=True,
-                )
+
+        history = gr.Dataframe(
+            views.table([], views.HISTORY_HEADERS),
+            label="This session's requests (continual unlearning): what each one measured",
+            elem_id="history",
+            interactive=False,
+            wrap=True,
+        )
 
         gr.Markdown("### 3 · Before / after")
         forget_table = gr.Dataframe(
