@@ -411,3 +411,11 @@ def test_other_visitors_ask_waits_at_most_a_step(rt, files, no_early_stop):
         a.cancel()
         t.join(60)
     assert res["out"].stopped == "cancelled"
+
+
+def test_ask_runs_beside_an_evaluation_not_beside_a_request(rt):
+    sess = rt.sessions.get("reader")
+    with sess.exclusive("evaluation"):
+        assert service.ask(rt, sess, "Who is this?").k == 0  # the accuracies never change the chain
+    with sess.exclusive("request"), pytest.raises(Busy, match="already running"):
+        service.ask(rt, sess, "Who is this?")

@@ -320,7 +320,7 @@ def ask(rt: Runtime, sess: Session, question: str | None, image_file=None) -> An
     if len(q) > MAX_QUESTION:
         raise InputError(f"the question is {len(q)} characters long; use at most {MAX_QUESTION}")
     imgs = [load_image(image_paths(image_file, 1)[0])] if image_file else None
-    with sess.exclusive("question"):
+    with sess.reading("question"):
         chain = ensure_chain(rt, sess)
         base = chain.base_vlm.generate([q], imgs, max_new_tokens=24)[0]
         current = chain.vlm.generate([q], imgs, max_new_tokens=24)[0] if len(chain) else base

@@ -80,6 +80,18 @@ class Session:
             if closing:
                 self._close_chain()
 
+    @contextmanager
+    def reading(self, what: str = "question"):
+        """Read the session's model without changing it (Ask): beside a running evaluation, which does not
+        change the chain either; exclusive otherwise (:class:`Busy` while a request or an undo runs)."""
+        with self.lock:
+            job = self.job
+        if job is not None and job.what == "evaluation":
+            yield job
+            return
+        with self.exclusive(what) as job:
+            yield job
+
     @property
     def busy(self) -> bool:
         return self.job is not None

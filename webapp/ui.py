@@ -77,7 +77,9 @@ def build(settings: Settings) -> gr.Blocks:
                     elem_id="images",
                     height=150,
                 )
-                gr.Markdown("**As the model sees them** (after a run: who it says it is, before → after)", elem_classes="small-note")
+                gr.Markdown(
+                    "**As the model sees them** (after a run: who it says it is, before → after)", elem_classes="small-note"
+                )
                 gallery = gr.Gallery(
                     label="As the model sees them",
                     show_label=False,
