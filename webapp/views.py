@@ -45,6 +45,7 @@ class Outputs(NamedTuple):
     numbers: Any
     files: Any = KEEP  # the upload
     name: Any = KEEP  # the name box
+    name_note: Any = KEEP  # the line under it (who the images show)
     ask_base: Any = KEEP
     ask_current: Any = KEEP
     ask_note: Any = KEEP
@@ -339,6 +340,7 @@ def empty(status: str, records=()) -> Outputs:
         table([], NUMBER_HEADERS),
         None,
         "",
+        "",
         *ASK_CLEARED,
     )
 
@@ -354,6 +356,7 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: b
     fb, fa = figures(rec)
     files = (list(rec.paths) or None) if form else KEEP
     name = (rec.target or "") if form else KEEP
+    name_note = identify_note(identification(rec)) if form else KEEP
     return Outputs(
         status,
         table(history_rows(records), HISTORY_HEADERS),
@@ -368,6 +371,7 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: b
         table(number_rows(rec), NUMBER_HEADERS),
         files,
         name,
+        name_note,
         *ASK_CLEARED,
     )
 
