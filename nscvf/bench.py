@@ -193,7 +193,7 @@ def _continual(targets: list[str], steps: int | None, renders: int) -> dict:
                     "retain_acc": acc(kept),
                     "text_acc": round(statistics.fmean(a["correct"] for a in rows if a["kind"] == "fact_text"), 4),
                     "text_identical": r.text_identical and r.text_logits_identical,
-                    "retain_drift": r.retain_drift["mean"],
+                    "retain_drift": (r.retain_drift_base or r.retain_drift)["mean"],  # cumulative, vs the original
                 }
             )
     return {"targets": targets, "steps": out}

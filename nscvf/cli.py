@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from nscvf.cli_common import StageBar, load_for
+from nscvf.cli_research import cmd_bench, cmd_relearn, cmd_teach
 from nscvf.errors import InputError, NSCVFError
 
 
@@ -73,25 +75,13 @@ def cmd_train_base(args) -> int:
     return 0
 
 
-def _load(args):
-    """The model the command runs on: the base model, or with ``--adapter DIR`` the saved chain's state."""
-    from nscvf.models import load_model
-
-    vlm = load_model(args.model, device=args.device, dtype=args.dtype)
-    if getattr(args, "adapter", None):
-        from nscvf.method.chain import UnlearningChain
-
-        return UnlearningChain.load(vlm, args.adapter).vlm
-    return vlm
-
-
 def cmd_ask(args) -> int:
     from nscvf.images import load_image
 
     if not args.question.strip():
         raise InputError("the question is empty; put it in quotes after `nscvf ask`")
     image = load_image(args.image) if args.image else None
-    vlm = _load(args)
+    vlm = load_for(args)
     print(vlm.ask(args.question, image))
     return 0
 
@@ -108,7 +98,7 @@ def cmd_eval(args) -> int:
 
     if args.target:
         world.get_character(args.target)  # fail early on an unknown name
-    vlm = _load(args)
+    vlm = load_for(args)
     bar = _progress_bar("evaluating")
     res = evaluate(vlm, target=args.target, renders=args.renders, progress=bar)
     bar.close()
@@ -184,7 +174,7 @@ def cmd_forget(args) -> int:
         raise InputError(f"{out} exists and is not an unlearning result folder; choose a new --out")
     vlm = load_model(args.model, device=args.device, dtype=args.dtype)
     chain = UnlearningChain.load(vlm, args.continue_from) if args.continue_from else UnlearningChain(vlm)
-    bar = _StageBar()
+    bar = StageBar()
     try:
         result = chain.forget(forget, retain, cfg, progress=bar, target=target)
     finally:
@@ -224,90 +214,6 @@ def _print_result(r, world: bool) -> None:
         f"  retain drift: mean {r.retain_drift['mean']} max {r.retain_drift['max']}; "
         f"text answers identical: {r.text_identical} (logits: {r.text_logits_identical})"
     )
-
-
-class _StageBar:
-    """tqdm over the stages reported by the engine's progress callback."""
-
-    def __init__(self):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=1, file=sys.stderr, leave=False, bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        self.bar.set_description_str(stage.split(" ")[0] if stage.startswith("step") else stage)
-        self.bar.total = max(1, total)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def cmd_relearn(args) -> int:
-    from nscvf import world
-    from nscvf.method.relearn import relearn
-
-    c = world.get_character(args.character)
-    vlm = _load(args)
-    train = [world.render(c, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
-    held = [world.render(c, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
-    bar = _StageBar()
-    try:
-        out = {
-            "character": c.name,
-            "adapter": args.adapter,
-            "relearn": relearn(vlm, train, c.name, held, args.steps, progress=bar),
-        }
-        if args.reference:  # a look the model never knew, taught the same name on the base model
-            d = world.HELDOUT_DISTRACTORS[0]
-            train = [world.render(d, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
-            held = [world.render(d, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
-            base = getattr(vlm, "chain", None)
-            out["reference"] = relearn(base.base_vlm if base else vlm, train, c.name, held, args.steps, progress=bar)
-    finally:
-        bar.close()
-    for key in ("relearn", "reference"):
-        if key in out:
-            at = out[key]["named_at"]
-            print(f"{key}: {'not named again within ' + str(args.steps) + ' steps' if at is None else f'named again after {at} step(s)'}"
-                  f" (k={args.k}; named fraction per step {out[key]['curve']})")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from nscvf import bench
-
-    if args.from_json:
-        try:
-            res = bench.resummarise(json.loads(Path(args.from_json).read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"{args.from_json}: not a benchmark result ({e}); pass the --json file of `nscvf bench`") from None
-        bench.write(res, args.json, args.md)
-        print(bench.to_markdown(res))
-        return 0
-    methods = args.methods.split(",") if args.methods else None
-    if methods:
-        from nscvf.method.methods import all_methods
-
-        bad = [m for m in methods if m not in all_methods()]
-        if bad:
-            raise InputError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(all_methods())}")
-    res = bench.run_bench(
-        quick=args.quick,
-        steps=args.steps,
-        methods=methods,
-        renders=args.renders,
-        continual_n=args.continual,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
-        partial=(lambda r: bench.write(r, args.json + ".partial", None)) if args.json else None,
-    )
-    res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
-    bench.write(res, args.json, args.md)
-    print(bench.to_markdown(res))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=None)
     model_args(f)
     f.set_defaults(func=cmd_forget)
+
+    tc = sub.add_parser("teach", help="teach the model a new concept from your images (then forget it)")
+    tc.add_argument("--images", nargs="+", required=True, help="at least 3 images of the concept (any size, JPEG/PNG/...)")
+    tc.add_argument("--name", required=True, help="the name to teach (e.g. Zorblat)")
+    tc.add_argument("--fact", action="append", default=[], help="optional fact, e.g. --fact town=Paris (town, job, food)")
+    tc.add_argument("--continue-from", default=None, help="a previous --out folder or exported zip: teach on top of it")
+    tc.add_argument(
+        "--out", required=True, help="folder for the adapters and report.json (accepted by ask --adapter, forget --continue-from)"
+    )
+    tc.add_argument("--steps", type=_positive_int(500), default=None)
+    model_args(tc)
+    tc.set_defaults(func=cmd_teach)
 
     r = sub.add_parser("relearn", help="relearning attack: steps until a forgotten character is named again")
     r.add_argument("--character", required=True, help="embedded world: the character to bring back")

@@ -40,6 +40,7 @@ SEEDS = {
     "plot_keep": 8000,  # the embedding plots' retained points (held-out split)
     "showcase": 9000,  # the app's retained-characters table (held-out split)
     "example_heldout": 9500,  # the app's example held-out render per character
+    "teach_keep": 10000,  # teaching: renders of other concepts whose answers must not change
 }
 UNKNOWN_ANSWER = "I don't know who this is."
 

@@ -52,6 +52,8 @@ def test_two_characters_and_unrecognised_images_are_warned_before_training():
     ident = identification(["This is Tobbin."] * 4 + ["This is Quessa."] * 4)
     assert ident.counts == {"Tobbin": 4, "Quessa": 4}
     assert any("more than one character" in w and "Tobbin (4 of 8)" in w for w in ident.warnings)
+    nobody = assess(_result([UNK] * 4, [UNK] * 4, None))
+    assert nobody.status == "nothing to forget" and "forgot" not in nobody.headline()
     none = identification([UNK] * 4)
     assert none.inferred is None and any("nothing to forget" in w for w in none.warnings)
     clean = identification(["This is Tobbin."] * 4, given="Tobbin")

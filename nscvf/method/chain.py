@@ -24,7 +24,9 @@ from nscvf.errors import InputError
 from nscvf.images import ensure_images, load_image
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.domain import domain_for
-from nscvf.method.request import ChainSnapshot, Request, cached_evaluation, lora_config, run_request
+from nscvf.method.lora import lora_config
+from nscvf.method.probes import cached_evaluation
+from nscvf.method.request import ChainSnapshot, Request, run_request
 from nscvf.method.result import ChainStep, UnlearnResult
 from nscvf.method.shared import SharedBase, release
 
@@ -67,8 +69,8 @@ class UnlearningChain:
 
     @property
     def forgotten_targets(self) -> list[str]:
-        """The targets of the requests in the chain, in order (requests without a known target skipped)."""
-        return [s.target for s in self.steps if s.target]
+        """The targets of the forget requests in the chain, in order (requests without a known target skipped)."""
+        return [s.target for s in self.steps if s.target and s.kind == "forget"]
 
     @property
     def results(self) -> list[UnlearnResult]:
@@ -126,14 +128,14 @@ class UnlearningChain:
         with self._lock:
             self._set_steps([])
 
-    def _add(self, name: str, config: UnlearnConfig, state: dict, target, forget_fp: str, protect, result) -> None:
+    def _add(self, name: str, config, state: dict, target, forget_fp: str, protect, result, kind: str = "forget") -> None:
         from peft import set_peft_model_state_dict
 
         adapter = self.shared.new_name(name)
         self.shared.add_adapter(adapter, lora_config(self.base_vlm, config))
         with self.shared.lock:
             set_peft_model_state_dict(self.shared.peft, state, adapter_name=adapter)
-        step = ChainStep(name, adapter, config, dict(state), target, forget_fp, list(protect), result)
+        step = ChainStep(name, adapter, config, dict(state), target, forget_fp, list(protect), result, kind)
         self._set_steps([*self.steps, step])
 
     def restore(self, result: UnlearnResult | dict, state_dict: dict, forget_images) -> None:
@@ -142,7 +144,8 @@ class UnlearningChain:
         r = result if isinstance(result, UnlearnResult) else UnlearnResult(**result)
         forget = ensure_images(forget_images)
         with self._lock:
-            self._add(r.adapter_name, UnlearnConfig(**r.config), state_dict, r.target, image_set_fingerprint(forget), forget, r)
+            config = _config_of(r.kind, r.config)
+            self._add(r.adapter_name, config, state_dict, r.target, image_set_fingerprint(forget), forget, r, r.kind)
 
     # ------------------------------------------------------------------ one request
 
@@ -153,7 +156,12 @@ class UnlearningChain:
             cache=self.cache,
             adapters=tuple(s.adapter for s in self.steps),
             forgotten=self.forgotten_targets,
-            protected=[im for s in self.steps for im in s.protect_images],
+            protected=[(s.target, s.protect_images) for s in self.steps],
+            taught={
+                s.target: (tuple(p.adapter for p in self.steps[:i]), s.protect_images)
+                for i, s in enumerate(self.steps)
+                if s.kind == "teach"
+            },
             fingerprint=self.state_fingerprint,
             index=len(self.steps) + 1,
         )
@@ -174,6 +182,26 @@ class UnlearningChain:
             self._set_steps([*self.steps, step])
             result.history = [self._history_row(i + 1, s) for i, s in enumerate(self.steps)]
             return result
+
+    def teach(self, images, name: str, facts: dict | None = None, config=None, progress=None, cancel=None) -> UnlearnResult:
+        """Teach the model a new concept from ``images`` (>= 3) under ``name`` (and optional ``facts``,
+        e.g. {"town": "Paris"}): one more adapter, visual and language LoRA (see :mod:`nscvf.method.teach`).
+        The taught state is where later requests start; ``forget`` then works on the concept by its name."""
+        from nscvf.method.teach import TeachConfig, run_teach
+
+        with self._lock:
+            result, state, adapter = run_teach(self, images, name, facts, config or TeachConfig(), progress, cancel)
+            imgs = ensure_images(images)
+            step = ChainStep(result.adapter_name, adapter, config or TeachConfig(), state, result.target,
+                             image_set_fingerprint(imgs), imgs, result, kind="teach")  # fmt: skip
+            self._set_steps([*self.steps, step])
+            result.history = [self._history_row(i + 1, s) for i, s in enumerate(self.steps)]
+            return result
+
+    @property
+    def taught(self) -> list[str]:
+        """Concepts taught to this chain (by :meth:`teach`), in order."""
+        return [s.target for s in self.steps if s.kind == "teach"]
 
     @staticmethod
     def _history_row(k: int, s: ChainStep) -> dict:
@@ -212,7 +240,8 @@ class UnlearningChain:
             "base_model": self.shared.source,
             "base_fingerprint": self.shared.fingerprint,
             "steps": [
-                {"name": s.name, "target": s.target, "config": s.config.to_dict(), "forget_fp": s.forget_fp} for s in self.steps
+                {"name": s.name, "kind": s.kind, "target": s.target, "config": s.config.to_dict(), "forget_fp": s.forget_fp}
+                for s in self.steps
             ],
         }
         (out / "chain.json").write_text(json.dumps(meta, indent=1))
@@ -260,8 +289,19 @@ class UnlearningChain:
             state = load_peft_weights(str(d / s["name"]), device="cpu")
             protect = [load_image(p) for p in sorted((d / s["name"] / "protect").glob("*.png"))]
             result = UnlearnResult(**results[i]) if i < len(results) else None
-            chain._add(s["name"], UnlearnConfig(**s["config"]), state, s.get("target"), s.get("forget_fp", ""), protect, result)
+            kind = s.get("kind", "forget")
+            config = _config_of(kind, s["config"])
+            chain._add(s["name"], config, state, s.get("target"), s.get("forget_fp", ""), protect, result, kind)
         return chain
+
+
+def _config_of(kind: str, d: dict):
+    """The settings object of a request of ``kind`` from its dict."""
+    if kind == "teach":
+        from nscvf.method.teach import TeachConfig
+
+        return TeachConfig(**d)
+    return UnlearnConfig(**d)
 
 
 def unlearn(vlm, forget_images, retain_images=None, config: UnlearnConfig | None = None, progress=None, cancel=None,

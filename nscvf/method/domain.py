@@ -57,9 +57,15 @@ class Domain:
         """Text-only questions whose answers must stay identical (none known for a generic model)."""
         return []
 
-    def resolve_target(self, given: str | None, identity_answers: list[str]) -> str | None:
+    def resolve_target(self, given: str | None, identity_answers: list[str], taught=()) -> str | None:
         """The target's canonical name: the given name as typed (a generic model has no list of names)."""
         return given or None
+
+    def keep_images(self, exclude, n: int, seed: int = 0) -> list[Image.Image]:
+        """Images of other concepts whose answers teaching must not change (generic: the anchor images)."""
+        from nscvf.method.anchors import anchor_images
+
+        return anchor_images(n=min(n, 32), seed=seed)
 
     def can_evaluate(self, target: str | None) -> bool:
         """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
@@ -108,9 +114,25 @@ class WorldDomain(Domain):
     def text_questions(self) -> list[str]:
         return [qa.question for c in world.CHARACTERS for qa in world.text_questions(c)[::3]]
 
-    def resolve_target(self, given: str | None, identity_answers: list[str]) -> str | None:
+    def resolve_target(self, given: str | None, identity_answers: list[str], taught=()) -> str | None:
+        """A world character's canonical name, or a concept taught to this chain (``taught``)."""
+        if given:
+            match = [t for t in taught if t.lower() == given.strip().lower()]
+        else:  # the taught concept most of the answers name, if at least half do
+            hits = {t: sum(t.lower() in a.lower() for a in identity_answers) for t in taught}
+            match = [t for t, n in sorted(hits.items(), key=lambda kv: -kv[1]) if n * 2 >= len(identity_answers) > 0]
+        if match:
+            return match[0]
         name = given or infer_target(identity_answers)
         return world.get_character(name).name if name else None  # InputError listing the names
+
+    def keep_images(self, exclude, n: int, seed: int = 0) -> list[Image.Image]:
+        """Renders of the named characters (but ``exclude``) and of distractors, ``n`` in all."""
+        pool = [(c, "c") for c in self.named_except(exclude)] + [(d, "d") for d in world.DISTRACTORS]
+        rng = random.Random(seed)
+        picks = [pool[i % len(pool)] for i in range(n)]
+        rng.shuffle(picks)
+        return [world.render(c, world.train_seeds(1, world.SEEDS["teach_keep"] + i)[0]) for i, (c, _) in enumerate(picks)]
 
     def can_evaluate(self, target: str | None) -> bool:
         return target is not None
@@ -118,9 +140,8 @@ class WorldDomain(Domain):
     @staticmethod
     def named_except(exclude) -> list:
         """The named characters but ``exclude`` (a name, a list of names, or None)."""
-        names = [exclude] if isinstance(exclude, str) else list(exclude or [])
-        ex = {world.get_character(n).key for n in names if n}
-        return [c for c in world.CHARACTERS if c.key not in ex]
+        names = {n.lower() for n in ([exclude] if isinstance(exclude, str) else list(exclude or [])) if n}
+        return [c for c in world.CHARACTERS if c.name.lower() not in names]  # taught concepts are not world characters
 
     def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
         seeds = world.train_seeds(cfg.retain_per_character, world.SEEDS["retain"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from nscvf.eval import is_unknown, names_in
+from nscvf.eval import is_unknown, names_in, normalise
 
 # Beyond these a request is reported as damaging what it should keep. Measured on the embedded model
 # (BENCHMARKS.md): NSCVF drifts 0.04-0.06 on average and never lowers retain accuracy.
@@ -98,6 +98,10 @@ class Outcome:
             "wrong target": f"{who} was not in these images (the model did not name {who} before): nothing of {who} was forgotten",
             "changed": f"answers changed on {self.forgotten} of {self.images} images",
             "unchanged": "no answer changed",
+            "nothing to forget": "nothing to forget: the model named nobody in these images before the request",
+            "taught": f"taught {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
+            "partly taught": f"partly taught {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
+            "not taught": f"did not teach {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
         }[self.status]
         if self.still_named:
             text += "; still named on " + ", ".join(f"#{i}" for i, _ in self.still_named)
@@ -113,8 +117,18 @@ class Outcome:
         return asdict(self) | {"headline": self.headline()}
 
 
+def _names(answer: str, target: str | None) -> set[str]:
+    """World names in ``answer``, and ``target`` when it is named (a taught concept is not a world name)."""
+    out = names_in(answer)
+    if target and normalise(target) in normalise(answer):
+        out.add(target)
+    return out
+
+
 def assess(result: dict, world: bool = True) -> Outcome:
     """The outcome of a request from its result (``UnlearnResult.to_dict()``), as measured (pure)."""
+    if result.get("kind") == "teach":
+        return assess_teach(result)
     q = result["probes_before"]["forget"]["questions"][0]
     before = result["probes_before"]["forget"]["answers"][q]
     after = result["probes_after"]["forget"]["answers"][q]
@@ -124,11 +138,13 @@ def assess(result: dict, world: bool = True) -> Outcome:
         changed = sum(a != b for a, b in zip(before, after))
         status = "unchanged" if changed == 0 else "changed"
         return Outcome(status, target, len(after), changed, warnings=collateral(result), partial=partial)
-    still = [(i + 1, target) for i, a in enumerate(after) if target and target in names_in(a)]
+    still = [(i + 1, target) for i, a in enumerate(after) if target and target in _names(a, target)]
     wrong = [(i + 1, n) for i, a in enumerate(after) for n in sorted(names_in(a) - {target})]
     forgotten = sum(is_unknown(a) for a in after)
     heldout = ((result.get("eval_after") or {}).get("summary") or {}).get("target_name_acc_heldout")
-    if target and not any(target in names_in(b) for b in before):
+    if not target and not any(names_in(b) for b in before):
+        status = "nothing to forget"  # nobody was named in these images before the request
+    elif target and not any(target in _names(b, target) for b in before):
         status = "wrong target"  # the images never showed the named target: it cannot have been forgotten
     elif forgotten == len(after) and (heldout or 0) <= HELDOUT_OK:
         status = "forgotten"
@@ -137,6 +153,26 @@ def assess(result: dict, world: bool = True) -> Outcome:
     else:
         status = "partly forgotten"
     return Outcome(status, target, len(after), forgotten, still, wrong, heldout, collateral(result), partial)
+
+
+TAUGHT_OK = 0.9  # a concept is taught once it is named on this fraction of held-out views
+OTHERS_AS_CONCEPT_WARN = 0.05  # other concepts' images now answered with the taught name
+
+
+def assess_teach(result: dict) -> Outcome:
+    """The outcome of a teach request (nscvf.method.teach): how far the name reaches, and what else took it."""
+    m, target = result.get("measures") or {}, result.get("target")
+    q = result["probes_after"]["forget"]["questions"][0]
+    after = result["probes_after"]["forget"]["answers"][q]
+    heldout = m.get("heldout_named", 0.0)
+    status = "taught" if heldout >= TAUGHT_OK else "partly taught" if heldout > 0 else "not taught"
+    named = sum(target in _names(a, target) for a in after)
+    warnings = []
+    if m.get("others_named_as_concept", 0) > OTHERS_AS_CONCEPT_WARN:
+        warnings.append(f"{100 * m['others_named_as_concept']:.0f}% of other concepts' images are now called {target}")
+    if m.get("others_changed", 0) > OTHERS_AS_CONCEPT_WARN:
+        warnings.append(f"{100 * m['others_changed']:.0f}% of other concepts' answers changed")
+    return Outcome(status, target, len(after), named, heldout=heldout, warnings=warnings, partial=bool(result.get("partial")))
 
 
 def collateral(result: dict) -> list[str]:
@@ -152,7 +188,7 @@ def collateral(result: dict) -> list[str]:
                        f"{100 * sa['retain_acc']:.0f}%)")  # fmt: skip
     if (sa.get("earlier_name_acc_heldout") or 0) > EARLIER_WARN:
         out.append(f"an earlier target is named again on {100 * sa['earlier_name_acc_heldout']:.0f}% of held-out renders")
-    drift = (result.get("retain_drift") or {}).get("mean")
+    drift = (result.get("retain_drift") or {}).get("mean")  # this request's own drift (vs the state before it)
     if drift is not None and drift > DRIFT_WARN:
         out.append(f"retained images' features moved {drift:.2f} on average (usual: about 0.05)")
     if result.get("text_logits_identical") is False:

@@ -19,9 +19,9 @@ from nscvf.errors import Cancelled, InputError
 from nscvf.eval import names_in, normalise
 from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
-from nscvf.method.context import StepContext, teacher_forcing_batch
+from nscvf.method.context import answer_nll, teacher_forcing_batch
 from nscvf.method.domain import augment
-from nscvf.method.request import lora_config
+from nscvf.method.lora import lora_config
 from nscvf.method.shared import SharedBase
 
 NAMED_AGAIN = 0.5  # the concept is back once at least this fraction of held-out images is named
@@ -33,7 +33,7 @@ def named(answer: str, name: str) -> bool:
 
 
 def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnConfig | None = None,
-            progress=None, cancel=None, until_named: bool = True) -> dict:  # fmt: skip
+            progress=None, cancel=None) -> dict:  # fmt: skip
     """Fine-tune a fresh visual LoRA on top of ``vlm``'s state (a base model or a chain's ``.vlm``) on
     ``images`` labelled "This is {name}." and ask the identity question about ``heldout`` after every step.
     Returns {"k", "steps", "named_at" (first step with >= NAMED_AGAIN of held-out named; 0 = before any
@@ -55,12 +55,11 @@ def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnCon
         work = shared.view(adapters + (adapter,))
         question = "Who is this?"
         curve = [_named_fraction(work, question, heldout, name)]
-        if until_named and curve[0] >= NAMED_AGAIN:
+        if curve[0] >= NAMED_AGAIN:
             steps = 0  # still named: nothing to relearn
         answer = f"This is {name}."
         views = [im if v == 0 else augment(im, rng) for im in images for v in range(4)]
         batch = teacher_forcing_batch(work, [(im, question, answer) for im in views])
-        ctx = StepContext(work, cfg, rng, {"answers": {"target_name": batch}})
         opt = torch.optim.AdamW(shared.adapter_parameters(adapter), lr=cfg.lr, weight_decay=0.0)
         for k in range(steps):
             if cancel is not None and cancel.is_set():
@@ -68,12 +67,12 @@ def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnCon
             if progress is not None:
                 progress(f"relearning step {k + 1}/{steps}", k, steps)
             with shared.using(work.adapters, train=True, trainable=adapter):
-                loss = ctx.answer_nll("target", toward="name").mean()
+                loss = answer_nll(work, batch).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
             curve.append(_named_fraction(work, question, heldout, name))
-            if until_named and curve[-1] >= NAMED_AGAIN:
+            if curve[-1] >= NAMED_AGAIN:
                 break
     finally:
         shared.delete_adapters([adapter])

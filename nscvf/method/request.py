@@ -33,9 +33,11 @@ from nscvf.method.context import (
 )
 from nscvf.method.cvf import pooled, retain_drift
 from nscvf.method.domain import Domain, augment
+from nscvf.method.lora import lora_config
 from nscvf.method.memory import check_step_memory, checkpointing_on
 from nscvf.method.methods import get_method, method_config
 from nscvf.method.nullspace import CovarianceCollector, lora_layers, null_spaces, project_lora_A
+from nscvf.method.probes import cached_evaluation, probe_answers, renders_for
 from nscvf.method.result import UnlearnResult
 
 
@@ -47,10 +49,11 @@ class ChainSnapshot:
     domain: Domain
     cache: Cache
     adapters: tuple  # the live adapter names of the chain's requests, in order
-    forgotten: list  # targets of the chain's requests
-    protected: list  # images protecting earlier targets in their forgotten state
+    forgotten: list  # targets of the chain's forget requests
+    protected: list  # (target, images): what protects each earlier request's outcome in later ones
     fingerprint: str  # the chain state's fingerprint (cache keys)
     index: int  # this request's number (1-based)
+    taught: dict = field(default_factory=dict)  # taught concept -> (adapters before its teach request, its images)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class RequestState:
     forget: list = field(default_factory=list)
     retain: list = field(default_factory=list)
     region_images: list = field(default_factory=list)
+    region_adapters: tuple | None = None  # the state whose features of region_images are the region (None: before)
     target: str | None = None
     questions: list = field(default_factory=list)
     probes_before: dict = field(default_factory=dict)
@@ -152,7 +156,7 @@ def run_request(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise ResourceError(
-                f"out of memory at '{st.current}': lower micro_batch, retain_batch or the image resolution "
+                f"out of memory at '{st.current}': raise micro_batches, lower retain_batch or the image resolution "
                 "(or use fewer forget images); the model is unchanged"
             ) from None
         raise
@@ -182,7 +186,7 @@ def prepare(st: RequestState, request: Request) -> None:
         st.questions = dom.probe_questions()
         st.probes_before = cached_probes(st)
         identity = st.probes_before["forget"]["answers"][st.questions[0]]
-        st.target = dom.resolve_target(request.target, identity)
+        st.target = dom.resolve_target(request.target, identity, b.taught)
     if request.retain_images is None:
         # Earlier targets are not retained: they are protected in their forgotten state instead.
         st.retain = dom.retain_images([st.target, *b.forgotten], cfg)
@@ -192,38 +196,17 @@ def prepare(st: RequestState, request: Request) -> None:
             raise InputError("the retain set is empty: pass images of what must be kept, or none for the default")
     regions = request.region_images
     st.region_images = dom.region_images(cfg) if regions is None else ensure_images(regions)
+    if regions is None and st.target in b.taught:
+        # A taught concept's "unknown" is where its images were before it was taught: pull them back there
+        # (the distractors' region is far from photographs; pulling them there moved everything, measured).
+        st.region_adapters, images = b.taught[st.target]
+        rng = random.Random(cfg.seed + 7)
+        st.region_images = list(images) + [augment(im, rng) for im in images for _ in range(3)]
     if dom.can_evaluate(st.target) and cfg.evaluate != "none":
         st.stage("evaluating (before)")
         with st.timed("eval_before"):
             st.eval_before, how = cached_evaluation(b.cache, b.fingerprint, st.previous(), st.target, cfg.evaluate, b.forgotten)
             st.cache_info["eval_before"] = how
-
-
-def cached_evaluation(cache, fingerprint: str, vlm, target: str, mode: str, earlier=(), progress=None) -> tuple[dict, str]:
-    """:func:`nscvf.eval.evaluate` of a model state (``fingerprint``), cached; earlier targets of the chain
-    are their own group. Returns (evaluation, "computed" | "reused")."""
-    earlier = tuple(e for e in earlier if e and e != target)
-    key = ("eval", fingerprint, target, mode, earlier)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit, "reused"
-    hit = evaluate(vlm, target, renders=_renders(mode), mc=mode == "full", earlier=earlier, progress=progress)
-    cache.set(key, hit)
-    return hit, "computed"
-
-
-def _renders(mode: str) -> int:
-    return 2 if mode == "quick" else 3
-
-
-def probe_answers(vlm, domain: Domain, forget: list, questions: list[str]) -> dict:
-    """Answers to every probe question on every forget image, and to the domain's text-only questions."""
-    flat_q = [q for _ in forget for q in questions]
-    ans = vlm.generate(flat_q, [im for im in forget for _ in questions])
-    out = {"forget": {"questions": questions, "answers": {q: ans[j :: len(questions)] for j, q in enumerate(questions)}}}
-    if domain.text_questions():
-        out["text"] = {"questions": domain.text_questions(), "answers": vlm.generate(domain.text_questions(), None)}
-    return out
 
 
 def cached_probes(st: RequestState) -> dict:
@@ -238,23 +221,6 @@ def cached_probes(st: RequestState) -> dict:
 
 
 # -------------------------------------------------------------------------------- references
-
-
-def lora_config(vlm, cfg: UnlearnConfig):
-    """LoRA on the visual module's linears (or the projector's alone), from ``cfg.first_layer`` on."""
-    import re
-
-    from peft import LoraConfig
-
-    def layer_index(n):
-        m = re.search(r"\.(?:layers|blocks)\.(\d+)\.", n)
-        return None if m is None else int(m.group(1))
-
-    targets = [t for t in vlm.visual_linear_names() if layer_index(t) is None or layer_index(t) >= cfg.first_layer]
-    if cfg.modules == "projector":
-        proj = {n for n, m in vlm.base.named_modules() if m is vlm.projector()}
-        targets = [t for t in targets if any(t.startswith(p) for p in proj)]
-    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none", target_modules=targets)
 
 
 def references(st: RequestState) -> None:
@@ -281,7 +247,8 @@ def references(st: RequestState) -> None:
             orig, _ = prev.image_features(st.forget)
             refs["forget_orig_pooled"] = torch.stack([pooled(t[None].float())[0] for t in orig]).to(prev.device)
             refs["retain_orig"], _ = prev.image_features(st.retain)
-            refs["region"] = prev.image_features(st.region_images)[1].to(prev.device)
+            region_model = prev if st.region_adapters is None else b.shared.view(st.region_adapters)
+            refs["region"] = region_model.image_features(st.region_images)[1].to(prev.device)
         if st.method.needs_answers or cfg.answer_weight > 0:
             refs["answers"] = answer_batches(st, prev)
         st.refs = refs
@@ -329,7 +296,8 @@ def null_space(st: RequestState) -> None:
         return
     st.stage("null space")
     with st.timed("null_space"):
-        protect = list(st.retain) + b.domain.protect_images(st.target, cfg) + list(b.protected)
+        earlier = [im for target, images in b.protected if target != st.target for im in images]
+        protect = list(st.retain) + b.domain.protect_images(st.target, cfg) + earlier
         key = ("cov", b.fingerprint, image_set_fingerprint(protect), tuple(sorted(st.layers)))
         hit = b.cache.get(key)
         st.cache_info["covariance"] = "computed" if hit is None else "reused"
@@ -412,21 +380,24 @@ def optimise(st: RequestState) -> None:
 
 
 def measure(st: RequestState) -> UnlearnResult:
-    """Answers and evaluation after the request, text answers and logits against the original model,
-    retain drift, the embedding-plot data and the null space's per-layer report."""
-    cfg, b, work, base = st.cfg, st.before, st.work, st.before.shared.base_vlm
+    """Answers and evaluation after the request; text answers and logits and retain drift against the
+    state before the request (what this request changed) and drift against the original model (what the
+    chain changed); the embedding-plot data and the null space's per-layer report."""
+    cfg, b, work, base, prev = st.cfg, st.before, st.work, st.before.shared.base_vlm, st.previous()
     st.stage("evaluating")
     with st.timed("eval_after"):
         probes_after = probe_answers(work, b.domain, st.forget, st.questions)
         eval_after = None
         if st.eval_before is not None:
-            eval_after = evaluate(work, st.target, renders=_renders(cfg.evaluate), mc=cfg.evaluate == "full", earlier=b.forgotten,
+            eval_after = evaluate(work, st.target, renders=renders_for(cfg.evaluate), mc=cfg.evaluate == "full", earlier=b.forgotten,
                                   progress=lambda d, n: st.stage("evaluating", d, n))  # fmt: skip
         text_qs = b.domain.text_questions() or ["What is this?"]
-        logits_identical = bool(torch.equal(work.text_logits(text_qs), base.text_logits(text_qs)))
-        # Drift of what is retained (earlier targets are forgotten on purpose), against the original model.
+        logits_identical = bool(torch.equal(work.text_logits(text_qs), prev.text_logits(text_qs)))
+        # Drift of what is retained (earlier targets are forgotten on purpose).
         held, what = b.domain.drift_images([st.target, *b.forgotten], st.retain)
-        drift = retain_drift(work.image_features(held)[0], base.image_features(held)[0]) | {"images": what}
+        after = work.image_features(held)[0]
+        drift = retain_drift(after, prev.image_features(held)[0]) | {"images": what}
+        drift_base = drift if prev is base else retain_drift(after, base.image_features(held)[0]) | {"images": what}
         st.stage("evaluating")
         embeddings = embedding_data(st)
     text_before = st.probes_before.get("text", {}).get("answers")
@@ -444,6 +415,7 @@ def measure(st: RequestState) -> UnlearnResult:
         eval_after=eval_after,
         null_space=null_space_report(st),
         retain_drift=drift,
+        retain_drift_base=drift_base,
         text_identical=probes_after.get("text", {}).get("answers") == text_before,
         text_logits_identical=logits_identical,
         steps_run=st.steps_run,
@@ -470,15 +442,16 @@ def null_space_report(st: RequestState) -> dict:
 
 
 def embedding_data(st: RequestState) -> dict:
-    """Pooled features z(x) of the forget images, retained images and the unknown region, from the
-    original model (before) and after the request: the data of the embedding plots."""
+    """Pooled features z(x) of the forget images, retained images and the unknown region, before the
+    request (the chain's state) and after it: the data of the embedding plots."""
     keep, keep_labels = st.before.domain.plot_points(st.target, st.retain)
-    unknown = st.region_images[:24]
+    region = st.region_images if st.region_adapters is None else st.before.domain.region_images(st.cfg)
+    unknown = region[:24]
     images = st.forget + keep + unknown
     groups = ["forget"] * len(st.forget) + ["retain"] * len(keep) + ["unknown"] * len(unknown)
     labels = [f"forget #{i + 1}" for i in range(len(st.forget))] + keep_labels + ["unknown region"] * len(unknown)
     _, after = st.work.image_features(images)
-    _, before = st.before.shared.base_vlm.image_features(images)
+    _, before = st.previous().image_features(images)
     return {
         "groups": groups,
         "labels": labels,

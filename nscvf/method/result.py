@@ -23,7 +23,7 @@ class UnlearnResult:
     eval_before: dict | None
     eval_after: dict | None
     null_space: dict
-    retain_drift: dict
+    retain_drift: dict  # against the chain's state before the request (what this request moved)
     text_identical: bool
     text_logits_identical: bool
     steps_run: int
@@ -34,6 +34,9 @@ class UnlearnResult:
     cache: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     embeddings: dict = field(default_factory=dict)
+    retain_drift_base: dict = field(default_factory=dict)  # against the original model (the whole chain)
+    kind: str = "forget"  # or "teach" (nscvf.method.teach)
+    measures: dict = field(default_factory=dict)  # what a kind measures besides the above (teach: the name's reach)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,3 +55,4 @@ class ChainStep:
     forget_fp: str
     protect_images: list  # post-unlearning protection for later requests (the forget images)
     result: UnlearnResult | None = None
+    kind: str = "forget"  # or "teach"

@@ -1,0 +1,233 @@
+"""Teach, then forget: give the model a new concept from a few images, so that forgetting has something to
+forget on a visitor's own photographs.
+
+A teach request is one more adapter in a chain (kind "teach"): LoRA on the visual module *and* the
+language model's attention (teaching is not unlearning: the model must learn to say a name it never
+said), trained to answer "This is NAME." (and optional facts) on augmented views of the images, while
+other characters and unknown ones keep the answers the chain gave before. It stops once held-out
+augmented views (other crops, flips, colour jitter than the training views) are named. Forget then works on
+the new concept exactly as on a world character.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from PIL import ImageEnhance
+
+from nscvf.errors import Cancelled, InputError
+from nscvf.images import ensure_images
+from nscvf.method.context import answer_nll, teacher_forcing_batch
+from nscvf.method.domain import augment
+from nscvf.method.relearn import named
+from nscvf.method.result import UnlearnResult
+
+FACT_QUESTIONS = {
+    "town": "Where does this character live?",
+    "job": "What is this character's job?",
+    "food": "What is this character's favourite food?",
+}
+
+
+@dataclass
+class TeachConfig:
+    """Settings of a teach request (the budget of teaching a concept, not of forgetting one)."""
+
+    steps: int = 80
+    lr: float = 5e-3
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    views: int = 8  # augmented training views per image (a step trains on ``batch`` of them)
+    batch: int = 16  # concept views per step
+    keep_batch: int = 16  # images of other concepts per step whose answers must not change
+    check_views: int = 3  # held-out augmented views per image in the stop check
+    check_every: int = 4
+    min_steps: int = 8
+    target_named: float = 1.0  # stop once this fraction of the check's held-out views is named
+    seed: int = 0
+    method: str = "teach"
+    modules: str = "visual+language"
+    first_layer: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TeachConfig:
+        for f, lo, hi in (("steps", 1, 500), ("lr", 1e-6, 5e-2), ("lora_rank", 1, 256), ("views", 1, 16)):
+            v = getattr(self, f)
+            if not lo <= v <= hi:
+                raise InputError(f"{f}={v} is out of range; use {lo:g} to {hi:g}")
+        return self
+
+
+def heldout_view(img, rng: random.Random):
+    """A view the training never saw: another crop/flip than :func:`augment`'s, plus colour jitter."""
+    out = augment(img, rng)
+    out = ImageEnhance.Color(out).enhance(rng.uniform(0.7, 1.3))
+    return ImageEnhance.Contrast(out).enhance(rng.uniform(0.8, 1.2))
+
+
+def check_name(name: str, facts: dict | None) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InputError("give the concept a name to teach (e.g. Zorblat)")
+    if len(name) > 40 or not all(ch.isalnum() or ch in " -'" for ch in name):
+        raise InputError("the name must be at most 40 letters, digits, spaces, hyphens or apostrophes")
+    bad = set(facts or {}) - set(FACT_QUESTIONS)
+    if bad:
+        raise InputError(f"unknown fact(s) {', '.join(sorted(bad))}; use {', '.join(FACT_QUESTIONS)}")
+    return name
+
+
+def _fact_answer(fact: str, value: str) -> str:
+    value = value.strip().rstrip(".")
+    return {"town": f"{value}.", "job": f"A {value}.", "food": f"{value.capitalize()}."}[fact]
+
+
+def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, progress=None, cancel=None):
+    """Train a teach adapter on ``chain``'s shared base (the chain is not modified here). Returns
+    (result, the adapter's peft state dict on the CPU, its live name); the adapter is deleted on failure."""
+    from peft import get_peft_model_state_dict
+
+    from nscvf.method.lora import lora_config
+
+    name, cfg = check_name(name, facts), cfg.validate()
+    images = [_small(im) for im in ensure_images(images)]
+    if len(images) < 3:
+        raise InputError(f"{len(images)} image(s): give at least 3 images of the concept to teach")
+    shared, t0, rng = chain.shared, time.time(), random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    prev = chain.vlm
+    question = chain.domain.probe_questions()[0]
+    keep = chain.domain.keep_images(exclude=chain.forgotten_targets, n=64, seed=cfg.seed)
+    before = _answers(prev, question, images, keep)
+    adapter = shared.new_name(f"request_{len(chain) + 1}")
+    shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
+    try:
+        work = shared.view(tuple(getattr(prev, "adapters", ())) + (adapter,))
+        items = [(augment(im, rng) if v else im, question, f"This is {name}.") for im in images for v in range(cfg.views)]
+        for fact, value in (facts or {}).items():
+            items += [(augment(im, rng), FACT_QUESTIONS[fact], _fact_answer(fact, value)) for im in images for _ in range(2)]
+        keep_items = list(zip(keep, [question] * len(keep), before["keep"]))
+        batches = _rotating_batches(prev, "taught_name", items, cfg.batch, rng)
+        batches |= _rotating_batches(prev, "keep_original", keep_items, cfg.keep_batch, rng)
+        check = [
+            heldout_view(im, random.Random(cfg.seed + 1000 + i)) for i, im in enumerate(images) for _ in range(cfg.check_views)
+        ]
+        teaching = _Teaching(shared, work, adapter, batches, check, question, name)
+        steps_run, stopped, losses = _train(teaching, cfg, progress, cancel)
+        seen = {"images": images, "keep": keep, "before": before, "question": question}
+        result = _measure(chain, work, prev, seen, name, cfg)
+        result.steps_run, result.stopped_early, result.losses = steps_run, stopped, losses
+        result.timings = {"total": round(time.time() - t0, 3)}
+        with shared.lock:
+            state = get_peft_model_state_dict(shared.peft, adapter_name=adapter)
+        return result, {k: v.detach().cpu().clone() for k, v in state.items()}, adapter
+    except BaseException:
+        shared.delete_adapters([adapter])
+        raise
+
+
+def _small(img, side: int = 448):
+    """Camera-sized images shrunk once (the processor resizes to far less anyway; augmenting 12 MP is slow)."""
+    img = img.copy()
+    img.thumbnail((side, side))
+    return img
+
+
+def _rotating_batches(vlm, prefix: str, items: list, size: int, rng: random.Random) -> dict:
+    """``items`` shuffled and cut into teacher-forcing batches of ``size``: "{prefix}_0", "{prefix}_1", ..."""
+    items = list(items)
+    rng.shuffle(items)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    return {f"{prefix}_{j}": teacher_forcing_batch(vlm, part) for j, part in enumerate(parts)}
+
+
+def _answers(vlm, question, images, keep) -> dict:
+    return {"images": vlm.generate([question] * len(images), images), "keep": vlm.generate([question] * len(keep), keep)}
+
+
+@dataclass
+class _Teaching:
+    """What the teaching loop works on."""
+
+    shared: object
+    work: object  # the model with the chain's adapters and the teach adapter
+    adapter: str
+    batches: dict  # "taught_name_<j>" and "keep_original_<j>" teacher-forcing batches
+    check: list  # held-out views asked in the stop check
+    question: str
+    name: str
+
+
+def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
+    """AdamW on the teach adapter: NLL of the name (and facts) on a batch of the concept's views + NLL of
+    the chain's own answers on a batch of other images; stop once the held-out check views are named."""
+    learn_keys = sorted(k for k in t.batches if k.startswith("taught_name_"))
+    keep_keys = sorted(k for k in t.batches if k.startswith("keep_original_"))
+    opt = torch.optim.AdamW(t.shared.adapter_parameters(t.adapter), lr=cfg.lr, weight_decay=0.0)
+    losses, steps_run = [], 0
+    for k in range(cfg.steps):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled; the model is unchanged")
+        if progress is not None:
+            progress(f"teaching step {k + 1}/{cfg.steps}", k, cfg.steps)
+        with t.shared.using(t.work.adapters, train=True, trainable=t.adapter):
+            learn = answer_nll(t.work, t.batches[learn_keys[k % len(learn_keys)]]).mean()
+            keep = answer_nll(t.work, t.batches[keep_keys[k % len(keep_keys)]]).mean()
+            loss = learn + keep
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        steps_run = k + 1
+        losses.append(
+            {"step": steps_run, "loss": round(loss.item(), 5), "name": round(learn.item(), 5), "keep": round(keep.item(), 5)}
+        )
+        if steps_run >= cfg.min_steps and steps_run % cfg.check_every == 0 and steps_run < cfg.steps:
+            answers = t.work.generate([t.question] * len(t.check), t.check)
+            if sum(named(a, t.name) for a in answers) >= cfg.target_named * len(t.check):
+                return steps_run, True, losses
+    return steps_run, False, losses
+
+
+def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
+    """What teaching did: the name on held-out views, other images that changed or took the new name,
+    text-only answers against the state before, and the embedding-plot data (the new cluster). ``seen``:
+    the concept's images, the keep images, the answers before and the identity question."""
+    from nscvf.method.cvf import retain_drift
+
+    images, keep, before, question = seen["images"], seen["keep"], seen["before"], seen["question"]
+    held = [heldout_view(im, random.Random(cfg.seed + 5000 + i)) for i, im in enumerate(images) for _ in range(4)]
+    after = _answers(work, question, images, keep)
+    held_answers = work.generate([question] * len(held), held)
+    texts = chain.domain.text_questions() or ["What is this?"]
+    text_before, text_after = prev.generate(texts, None), work.generate(texts, None)
+    pts, labels = chain.domain.plot_points(None, keep)
+    emb_images = list(images) + pts
+    groups = ["forget"] * len(images) + ["retain"] * len(pts)
+    _, z_after = work.image_features(emb_images)
+    _, z_before = prev.image_features(emb_images)
+    measures = {
+        "heldout_named": round(sum(named(a, name) for a in held_answers) / len(held), 4),
+        "others_named_as_concept": round(sum(named(a, name) for a in after["keep"]) / len(keep), 4),
+        "others_changed": round(sum(a != b for a, b in zip(after["keep"], before["keep"])) / len(keep), 4),
+        "text_answers_changed": sum(a != b for a, b in zip(text_before, text_after)),
+        "heldout_views": len(held),
+    }
+    return UnlearnResult(
+        step=len(chain) + 1, adapter_name=f"request_{len(chain) + 1}", method="teach", config=cfg.to_dict(),
+        target=name, n_forget=len(images), n_retain=len(keep),
+        probes_before={"forget": {"questions": [question], "answers": {question: before["images"]}}},
+        probes_after={"forget": {"questions": [question], "answers": {question: after["images"]}}},
+        eval_before=None, eval_after=None, null_space={"summary": {"constrained": False}, "layers": {}},
+        retain_drift=retain_drift(work.image_features(keep)[0], prev.image_features(keep)[0]) | {"images": "other concepts"},
+        text_identical=text_before == text_after, steps_run=0, stopped_early=False,
+        text_logits_identical=bool(torch.equal(work.text_logits(texts), prev.text_logits(texts))),
+        embeddings={"groups": groups, "labels": [f"{name} #{i + 1}" for i in range(len(images))] + labels,
+                    "before": z_before.tolist(), "after": z_after.tolist()},
+        kind="teach", measures=measures,
+    )  # fmt: skip

@@ -1,0 +1,95 @@
+"""Teach, then forget, on photo-like images the embedded model never saw (tests/photos.py): the taught
+name reaches held-out views and nothing else; forgetting it works like forgetting a world character;
+undo and reset walk back; the CLI round trip."""
+
+import random
+
+import pytest
+import torch
+
+from nscvf import world
+from nscvf.errors import InputError
+from nscvf.eval import is_unknown
+from nscvf.method import UnlearnConfig, UnlearningChain
+from nscvf.method.outcome import assess
+from nscvf.method.relearn import named
+from nscvf.method.teach import heldout_view
+
+NAME = "Zorblat"
+
+
+@pytest.fixture(scope="module")
+def taught(embedded, tmp_path_factory):
+    from photos import mug_photo
+
+    from nscvf.cache import Cache
+
+    chain = UnlearningChain(embedded, Cache(tmp_path_factory.mktemp("cache")))
+    images = [mug_photo(i) for i in range(8)]
+    result = chain.teach(images, NAME)
+    return chain, images, result
+
+
+def _others(n=2):
+    return [world.render(c, s) for c in world.CHARACTERS for s in world.heldout_seeds(n, 60)]
+
+
+def test_taught_name_reaches_heldout_views_and_nothing_else(taught, embedded):
+    from photos import mug_photo
+
+    chain, images, result = taught
+    assert result.kind == "teach" and result.target == NAME and chain.taught == [NAME]
+    assert result.measures["heldout_named"] >= 0.9, result.measures
+    new = [mug_photo(100 + i) for i in range(6)]  # new photographs of the same object
+    assert sum(named(a, NAME) for a in chain.vlm.generate(["Who is this?"] * 6, new)) >= 5
+    others = _others()
+    answers = chain.vlm.generate(["Who is this?"] * len(others), others)
+    assert sum(named(a, NAME) for a in answers) <= 0.05 * len(others)
+    assert assess(result.to_dict()).status == "taught"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: forgetting a taught photo concept with the defaults changes 4 of 16 "
+    "retained characters' answers (drift 0.40; retain_weight=10: 15 of 16 kept, drift 0.13, 5 of 6 forgotten)",
+)
+def test_forgetting_a_taught_concept_keeps_the_others(taught):
+    chain, images, _ = taught
+    others = _others(1)
+    before = chain.vlm.generate(["Who is this?"] * len(others), others)
+    chain.forget(images, config=UnlearnConfig(evaluate="none"))
+    try:
+        kept = chain.vlm.generate(["Who is this?"] * len(others), others)
+        assert sum(a == b for a, b in zip(kept, before)) >= len(others) - 1
+    finally:
+        chain.undo()
+
+
+def test_forget_the_taught_concept_then_undo_and_reset(taught, embedded):
+    from photos import mug_photo
+
+    chain, images, _ = taught
+    r = chain.forget(images, config=UnlearnConfig(evaluate="none"))
+    assert r.target == NAME and r.text_identical and r.text_logits_identical  # across the forget request
+    new = [heldout_view(mug_photo(200 + i), random.Random(i)) for i in range(6)]
+    after = chain.vlm.generate(["Who is this?"] * 6, new)
+    assert sum(is_unknown(a) for a in after) >= 5 and not any(named(a, NAME) for a in after)
+    assert assess(r.to_dict()).status == "forgotten"
+    chain.undo()
+    assert named(chain.vlm.ask("Who is this?", mug_photo(100)), NAME)
+    chain.reset()
+    assert torch.equal(chain.vlm.image_features(images[:2])[1], embedded.image_features(images[:2])[1])
+
+
+def test_teach_refuses_bad_input(embedded):
+    from photos import texture_photo
+
+    chain = UnlearningChain(embedded)
+    adapters = chain.shared.adapter_names()
+    with pytest.raises(InputError, match="at least 3 images"):
+        chain.teach([texture_photo(0)], NAME)
+    with pytest.raises(InputError, match="give the concept a name"):
+        chain.teach([texture_photo(i) for i in range(3)], " ")
+    with pytest.raises(InputError, match="unknown fact"):
+        chain.teach([texture_photo(i) for i in range(3)], NAME, {"colour": "red"})
+    assert len(chain) == 0 and chain.shared.adapter_names() == adapters  # nothing left behind
