@@ -3,7 +3,8 @@ form carries images to keep), a private runtime and cache per test module.
 
 Forget -> record -> views; the cache restores an identical request in another session; undo/reset; two
 sessions isolated; every session operation exclusive (a second one is refused while one runs) and Cancel
-leaves the chain unchanged; records round-trip through their dict form; views are pure.
+leaves the chain unchanged; records round-trip through their dict form; views are pure; a timeline exported
+and imported in another session answers identically; foreign, non-zip and damaged files are refused.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (not installed)
 
 from nscvf.errors import InputError  # noqa: E402
-from webapp import records, runtime, service, views  # noqa: E402
+from webapp import records, runtime, service, timeline, views  # noqa: E402
+from webapp.nullspace_view import nullspace_figure, short_names  # noqa: E402
 from webapp.sessions import Busy, Registry  # noqa: E402
 from webapp.settings import Settings, method_choices  # noqa: E402
 
@@ -420,3 +423,107 @@ def test_ask_runs_beside_an_evaluation_not_beside_a_request(rt):
         assert service.ask(rt, sess, "Who is this?").k == 0  # the accuracies never change the chain
     with sess.exclusive("request"), pytest.raises(Busy, match="already running"):
         service.ask(rt, sess, "Who is this?")
+
+
+# ------------------------------------------------------------------------------- export / import
+
+
+@pytest.fixture(scope="module")
+def exported(rt, first, files):
+    """Session "x" at request 1 (restored from the cache: the same request as session A's) and its export."""
+    sess = rt.sessions.get("x")
+    service.forget(rt, sess, form(files["red"], files["keep"], name="Red"))
+    return sess, timeline.export_timeline(sess)
+
+
+def test_export_import_round_trip_restores_answers_and_features(rt, exported, files):
+    import zipfile
+
+    src, path = exported
+    names = zipfile.ZipFile(path).namelist()
+    assert {"README.md", "chain.json", "report.json", "request_1/adapter_config.json"} <= set(names)
+    assert path.parent.parent == Path(src.tmp_dir) and path.name.endswith(f"{src.chain.state_fingerprint}.zip")
+
+    dst = rt.sessions.get("y")
+    service.forget(rt, dst, form(files["green"], files["keep"], name="Green", steps=1))  # replaced by the import
+    old = dst.chain
+    out = timeline.import_timeline(rt, dst, str(path))
+    assert dst.chain is not old and len(old) == 0 and not (set(old.vlm.adapters) & set(dst.chain.vlm.adapters))
+    assert len(dst.chain) == 1 and dst.chain.state_fingerprint == src.chain.state_fingerprint
+    assert [r.target for r in dst.records] == ["Red"] and dst.records == out.records
+    imgs = [Image.open(p) for p in files["red"] + files["keep"][:1]]
+    qs = ["Who is this?"] * len(imgs)
+    assert dst.chain.vlm.generate(qs, imgs) == src.chain.vlm.generate(qs, imgs)
+    assert torch.allclose(dst.chain.vlm.image_features(imgs)[1], src.chain.vlm.image_features(imgs)[1])
+    assert views.history_rows(dst.records) == views.history_rows(src.records)
+
+    status = views.import_status(out.records, out.file)
+    assert status.startswith("**Imported 1 request(s)**") and "1. Red (nscvf)" in status
+    o = views.render(out.last, dst.records, status, [], form=True)
+    assert o.history.values.tolist() == views.table(views.history_rows(src.records), views.HISTORY_HEADERS).values.tolist()
+    assert len(o.files) == 3 and all(Path(p).is_file() for p in o.files) and o.null_plot is not None
+    assert service.rewind(rt, dst) is None and len(dst.chain) == 0  # Undo works on the imported chain
+
+
+def test_foreign_export_refused_and_session_unchanged(rt, exported, tmp_path):
+    from tiny_models import build_llava_clip
+
+    from nscvf.method.chain import UnlearningChain
+    from nscvf.models import wrap_model
+
+    src, path = exported
+    foreign = UnlearningChain(wrap_model(*build_llava_clip(seed=1)), rt.model.cache)
+    other = foreign.export(tmp_path / "foreign.zip")
+    chain, recs, fp = src.chain, list(src.records), src.chain.state_fingerprint
+    with pytest.raises(InputError, match=r"foreign.zip: made for another base model"):
+        timeline.import_timeline(rt, src, str(other))
+    assert src.chain is chain and src.records == recs and chain.state_fingerprint == fp and not src.busy
+    assert timeline.export_timeline(src).is_file()  # the session keeps working
+
+
+def test_non_zip_and_damaged_files_refused(rt, exported, tmp_path):
+    import zipfile
+
+    src, _ = exported
+    chain, n = src.chain, len(src.chain)
+    text = tmp_path / "notes.zip"
+    text.write_text("not a zip")
+    empty = tmp_path / "other.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("hello.txt", "hi")
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("chain.json", "{not json")
+    for p, msg in ((text, "not a zip file"), (empty, "no chain.json inside"), (broken, "not a readable timeline")):
+        with pytest.raises(InputError, match=msg):
+            timeline.import_timeline(rt, src, str(p))
+        assert src.chain is chain and len(chain) == n and not src.busy
+    with pytest.raises(InputError, match="no file"):
+        timeline.import_timeline(rt, src, None)
+
+
+def test_export_of_an_empty_session_says_so(rt):
+    with pytest.raises(InputError, match="no request"):
+        timeline.export_timeline(rt.sessions.get("z"))
+
+
+# ---------------------------------------------------------------------------------------- null space
+
+
+def test_nullspace_figure_one_bar_per_constrained_layer(first):
+    _, out, _ = first
+    layers = out.record.result["null_space"]["layers"]
+    fig, note = nullspace_figure(out.record.result)
+    assert layers and [len(t.x) for t in fig.data] == [len(layers), len(layers)]
+    kept = [v["kept_rank"] / v["dim"] for v in layers.values()]
+    assert list(fig.data[0].y) == pytest.approx(kept) and "constrained layers" in note
+    assert len(set(fig.data[0].x)) == len(layers) and all(len(x) < len(n) for x, n in zip(fig.data[0].x, layers))
+
+
+def test_nullspace_view_not_constrained_and_short_names():
+    fig, note = nullspace_figure({"method": "ga", "null_space": {"summary": {"constrained": False}, "layers": {}}})
+    assert fig is None and note.startswith("**Not constrained:**") and "`ga`" in note
+    assert nullspace_figure({"method": "cvf"})[0] is None
+    names = ["model.vision_tower.vision_model.encoder.layers.3.self_attn.q_proj", "model.multi_modal_projector.linear_1"]
+    assert short_names(names) == ["L3 attn.q_proj", "projector.linear_1"]
+    assert short_names(["a.x.fc", "b.x.fc"]) == ["a.x.fc", "b.x.fc"]  # collisions: the full names

@@ -13,7 +13,7 @@ import gradio as gr
 from nscvf import world
 from nscvf.errors import InputError, NSCVFError
 from nscvf.images import load_image
-from webapp import runtime, service, views
+from webapp import runtime, service, timeline, views
 from webapp.settings import ADVANCED
 
 log = logging.getLogger("nscvf.app")
@@ -179,6 +179,48 @@ def ask(file, question, sid, request: gr.Request):
     else:
         note = "Nothing forgotten yet in this session: the current model is the base model."
     return sid, a.base or "(empty answer)", a.current or "(empty answer)", note
+
+
+# ------------------------------------------------------------------------------- export / import
+
+
+def download(sid, request: gr.Request):
+    """Export this session's timeline (adapters, model card, records) to one zip; returns (sid, file, note)."""
+    sid, sess = _session(sid, request)
+    try:
+        path = timeline.export_timeline(sess)
+    except NSCVFError as e:
+        log.info("download refused: %s", e)
+        return sid, gr.update(value=None, visible=False), f"**Not exported:** {e}"
+    except BaseException as e:
+        raise _error(e) from None
+    note = (f"`{path.name}`: {len(sess.records)} request(s); `UnlearningChain.load`, `nscvf ask --adapter` and "
+            "`nscvf forget --continue-from` accept it, and **Import a timeline** restores it in another session.")  # fmt: skip
+    return sid, gr.update(value=str(path), visible=True), note
+
+
+def import_timeline(file, sid, request: gr.Request):
+    """Replace this session's chain with the uploaded timeline and show it. A refused file (another base
+    model, not a zip, damaged) leaves everything as it was and says why in the status line. Returns the
+    page's outputs and the upload, cleared."""
+    sid, sess = _session(sid, request)
+    if not file:
+        return (*_outputs(sid, views.status_only(views.KEEP)), gr.skip())
+    try:
+        out = timeline.import_timeline(runtime.current(), sess, file)
+    except NSCVFError as e:
+        log.info("import refused: %s", e)
+        gr.Warning(str(e))
+        return (*_outputs(sid, views.status_only(f"**Not imported:** {e}. This session is unchanged.")), None)
+    except BaseException as e:
+        raise _error(e) from None
+    rec = out.last
+    status = views.import_status(out.records, out.file)
+    if rec is None:
+        return (*_outputs(sid, views.empty(status, out.records)), None)
+    images, paths = service.shown_images(rec)
+    items = views.gallery(rec, images, paths) if images else []
+    return (*_outputs(sid, views.render(rec, out.records, status, items, form=True)), None)
 
 
 # ------------------------------------------------------------------------------- light handlers

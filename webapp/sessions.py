@@ -8,6 +8,7 @@ Gradio queue's concurrency; a second one is refused with :class:`Busy` (a messag
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -59,6 +60,7 @@ class Session:
     clicked: float | None = None  # when the waiting Forget was clicked (its time includes the queue)
     last_error: str | None = None  # the last failed Forget's message, shown in the status (a toast fades)
     last_used: float = field(default_factory=time.time)
+    tmp_dir: str | None = None  # the session's temporary folder (exports, imported images; webapp.timeline)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
@@ -140,8 +142,11 @@ class Session:
     def _close_chain(self) -> None:
         chain, self.chain = self.chain, None
         self.records = []
+        tmp, self.tmp_dir = self.tmp_dir, None
         if chain is not None:
             chain.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Registry:

@@ -149,6 +149,21 @@ def build(settings: Settings) -> gr.Blocks:
             interactive=False,
             wrap=True,
         )
+        with gr.Accordion("This session's timeline: download or import", open=False, elem_id="timeline"):
+            gr.Markdown(
+                "One zip: the requests' LoRA adapters (`PeftModel.from_pretrained` loads each), a model card and "
+                "the records. Importing one replaces this session's model with it (same base model only).",
+                elem_classes="small-note",
+            )
+            with gr.Row():
+                with gr.Column():
+                    download_btn = gr.Button("Download this session's timeline", size="sm", elem_id="download")
+                    download_file = gr.File(label="Timeline (.zip)", visible=False, interactive=False, elem_id="download_file")
+                    download_note = gr.Markdown("", elem_id="download_note", elem_classes="small-note")
+                import_file = gr.File(
+                    label="Import a timeline (.zip)", file_count="single", file_types=[".zip"], type="filepath",
+                    elem_id="import_file", height=110,
+                )  # fmt: skip
 
         gr.Markdown("### 3 · Before / after")
         forget_table = gr.Dataframe(
@@ -193,6 +208,9 @@ def build(settings: Settings) -> gr.Blocks:
         with gr.Row():
             numbers_note = gr.Markdown("", elem_id="numbers_note", elem_classes="small-note")
             numbers_btn = gr.Button("Evaluate", size="sm", elem_id="evaluate", scale=0, min_width=160)
+        with gr.Accordion("Null space of this request", open=True, elem_id="null_space"):
+            null_plot = gr.Plot(label="Per layer: kept rank and energy inside the null space", elem_id="null_plot")
+            null_note = gr.Markdown("", elem_id="null_note", elem_classes="small-note")
 
         gr.Markdown("### Ask both models")
         with gr.Row():
@@ -231,6 +249,8 @@ def build(settings: Settings) -> gr.Blocks:
             ask_base,
             ask_current,
             ask_note,
+            null_plot,
+            null_note,
         ]
         compute = {"concurrency_id": "compute", "concurrency_limit": settings.concurrency}
         lane = {"concurrency_id": "light", "concurrency_limit": settings.light_concurrency}
@@ -269,6 +289,9 @@ def build(settings: Settings) -> gr.Blocks:
         cancel_btn.click(h.cancel, sid, None, api_name="cancel", **light)
         undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **lane)
         reset_btn.click(h.reset, sid, outputs, api_name="reset", show_progress_on=[status], **lane)
+        download_btn.click(h.download, sid, [sid, download_file, download_note], api_name="download", **lane)
+        import_file.upload(h.import_timeline, [import_file, sid], [*outputs, import_file], api_name="import_timeline",
+                           show_progress_on=[status], **lane)  # fmt: skip
         ask_btn.click(
             h.ask,
             [ask_file, ask_q, sid],

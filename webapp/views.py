@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from webapp.nullspace_view import nullspace_figure
 from webapp.records import RequestRecord
 from webapp.settings import BROWSER_TYPES
 
@@ -49,6 +50,8 @@ class Outputs(NamedTuple):
     ask_base: Any = KEEP
     ask_current: Any = KEEP
     ask_note: Any = KEEP
+    null_plot: Any = KEEP  # the null space of the request (webapp.nullspace_view)
+    null_note: Any = KEEP
 
 
 def table(rows, headers) -> pd.DataFrame:
@@ -320,6 +323,13 @@ def stopped_status(why: str, k: int, seconds: float, time_limit: int) -> str:
     return f"Request {k + 1} cancelled after {seconds:.1f} s; the model is unchanged."
 
 
+def import_status(records, file: str) -> str:
+    """The status line after an import: how many requests, and what each one measured."""
+    items = [f"{k}. {rec.target or '?'} ({rec.result.get('method', '?')}): {verdict(rec)[1]}" for k, rec in enumerate(records, 1)]
+    return (f"**Imported {len(records)} request(s)** from `{file}`: " + "; ".join(items) + ". This session's model is "
+            "now the imported one (Undo and Reset work on it; the last request's results are shown).")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------- outputs
 
 
@@ -342,6 +352,8 @@ def empty(status: str, records=()) -> Outputs:
         "",
         "",
         *ASK_CLEARED,
+        None,
+        "",
     )
 
 
@@ -357,6 +369,7 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: b
     files = (list(rec.paths) or None) if form else KEEP
     name = (rec.target or "") if form else KEEP
     name_note = identify_note(identification(rec)) if form else KEEP
+    null_plot, null_note = nullspace_figure(rec.result)
     return Outputs(
         status,
         table(history_rows(records), HISTORY_HEADERS),
@@ -373,6 +386,8 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: b
         name,
         name_note,
         *ASK_CLEARED,
+        null_plot,
+        null_note,
     )
 
 
