@@ -84,7 +84,9 @@ class SharedBase:
 
         with self.lock:
             if self.peft is None:
-                self.peft = get_peft_model(self.model, lora_config, adapter_name=name)
+                with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    self.peft = get_peft_model(self.model, lora_config, adapter_name=name)
             else:
                 self.peft.add_adapter(name, lora_config)
             self._fix_active_adapter()
