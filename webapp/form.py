@@ -112,16 +112,17 @@ def check_time(cfg, estimate, time_limit: float) -> None:
         )
 
 
-def page_target(domain, name: str) -> str | None:
-    """The canonical target name, with a message written for the page (not the CLI's) when it is unknown."""
+def page_target(domain, name: str, taught=()) -> str | None:
+    """The canonical target name (a world character or a concept taught in this session), with a message
+    written for the page (not the CLI's) when it is unknown."""
     from nscvf import world
 
     if not name:
         return None
     try:
-        return domain.resolve_target(name, [])
+        return domain.resolve_target(name, [], taught)
     except world.UnknownCharacterError:
         raise InputError(
             f"{name!r} is not a character the embedded model knows; leave the name empty (it is inferred from the "
-            f"images) or use one of: {', '.join(world.NAMES)}"
+            f"images) or use one of: {', '.join([*taught, *world.NAMES])}"
         ) from None

@@ -50,17 +50,23 @@ def compute(chain, req: ForgetRequest, target: str | None, job: Job, projector) 
     ``stop`` (set before the time limit) ends training and keeps what it learned as a partial request."""
     t0 = time.time()
     r = chain.forget(req.images, req.retain, req.cfg, progress=job.update, cancel=job.cancel, target=target, stop=job.stop)
+    return shown_record(chain, r, job, projector, t0, req.retain)
+
+
+def shown_record(chain, r, job: Job, projector, t0: float, retain=None) -> RequestRecord:
+    """The record of the request ``r`` just added to ``chain``: the retained characters' answers and the
+    plots; cancelled (or failed) meanwhile, the request is undone and the chain is as it was."""
     try:
         job.update("retained characters", 0, 1)
         _check(job)
-        rows = retain_rows(chain, r.target, req.retain)
+        rows = retain_rows(chain, r.target, retain)
         job.update("drawing plots", 0, 1)
         _check(job)
         tp = time.time()
         figures = draw_figures(r.embeddings, projector)
         plots_s = round(time.time() - tp, 3)
     except BaseException:
-        chain.undo()  # cancelled (or failed) after training: leave the chain as it was
+        chain.undo()
         raise
     state = {k: v.detach().cpu().clone() for k, v in chain.adapter_state().items()}
     return RequestRecord(r.to_dict(), state, rows, figures, round(time.time() - t0, 3), plots_s, time.time())
@@ -86,7 +92,7 @@ _STAGE_SPAN = {
 
 
 def fraction(job: Job) -> float:
-    key = "step" if job.stage.startswith("step ") else job.stage
+    key = "step" if job.stage.startswith("step ") or "ing step " in job.stage else job.stage  # teaching/relearning
     lo, hi = _STAGE_SPAN.get(key, (0.0, 0.0))
     return min(1.0, lo + (hi - lo) * min(1.0, job.step / job.total))
 
@@ -178,7 +184,7 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         check_time(req.cfg, rt.estimate, rt.settings.time_limit)
         progress(0.01, desc="waiting for the model to load" if not rt.model.ready else "preparing")
         chain = ensure_chain(rt, sess)
-        target = page_target(chain.domain, req.name)
+        target = page_target(chain.domain, req.name, chain.taught)
         key = result_key(chain.state_fingerprint, req.images, req.cfg, target, req.retain)
         sess.numbers_due = False
         rec = RequestRecord.from_dict(rt.model.cache.get(key))
@@ -197,7 +203,7 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
                 _store(rt, rec)
         seconds = round(time.time() - t0, 2)
         rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation=req.evaluation, shown_s=seconds,
-                          restored=restored, evaluable=chain.domain.can_evaluate(rec.target),
+                          restored=restored, evaluable=chain.domain.can_evaluate(rec.target) and rec.target not in chain.taught,
                           world=chain.domain.is_world)  # fmt: skip
         sess.records.append(rec)
         sess.numbers_due = True

@@ -16,8 +16,8 @@ SEED_CANDIDATES = 8
 def retained_characters(target: str | None, forgotten: list[str]) -> list:
     """A few characters that must not change: those sharing the target's shape or colour first."""
     out = [c for c in world.CHARACTERS if c.name not in forgotten]
-    if target:
-        t = world.get_character(target)
+    t = next((c for c in world.CHARACTERS if target and c.name == target), None)  # a taught concept is none
+    if t is not None:
         out.sort(key=lambda c: (c.shape != t.shape and c.colour != t.colour, world.CHARACTERS.index(c)))
     return out[:3]
 

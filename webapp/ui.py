@@ -15,6 +15,7 @@ import gradio as gr
 
 from webapp import handlers as h
 from webapp import runtime, views
+from webapp import teach_handlers as th
 from webapp.settings import ADVANCED, IMAGE_TYPES, Settings, config_fields, method_choices
 from webapp.settings import get as get_settings
 
@@ -142,6 +143,26 @@ def build(settings: Settings) -> gr.Blocks:
                     reset_btn = gr.Button("Reset to base", size="sm", elem_id="reset")
                 status = gr.Markdown("Pick an example or upload images, then press **Forget**.", elem_id="status")
 
+        with gr.Accordion("Teach it something new (your own images)", open=True, elem_id="teach"):
+            gr.Markdown(
+                "The embedded model knows only its 16 drawn characters: a photo of yours is *I don't know who this "
+                "is.* Teach it first (at least 3 images and a name), then **Forget** it: the forget form is filled "
+                "for you. Teaching adds one more private adapter; Undo and Reset walk back through it.",
+                elem_classes="small-note",
+            )
+            with gr.Row():
+                teach_files = gr.File(
+                    label=f"Images of what to teach (3 to {settings.max_files})", file_count="multiple",
+                    file_types=IMAGE_TYPES, type="filepath", elem_id="teach_images", height=130,
+                )  # fmt: skip
+                with gr.Column():
+                    teach_name = gr.Textbox(label="Its name", placeholder="e.g. Zorblat", elem_id="teach_name", max_lines=1)
+                    with gr.Row():
+                        teach_town = gr.Textbox(label="Town (optional)", elem_id="teach_town", max_lines=1)
+                        teach_job = gr.Textbox(label="Job (optional)", elem_id="teach_job", max_lines=1)
+                        teach_food = gr.Textbox(label="Favourite food (optional)", elem_id="teach_food", max_lines=1)
+                    teach_btn = gr.Button("Teach", variant="primary", elem_id="teach_btn")
+
         history = gr.Dataframe(
             views.table([], views.HISTORY_HEADERS),
             label="This session's requests (continual unlearning): what each one measured",
@@ -211,6 +232,18 @@ def build(settings: Settings) -> gr.Blocks:
         with gr.Accordion("Null space of this request", open=True, elem_id="null_space"):
             null_plot = gr.Plot(label="Per layer: kept rank and energy inside the null space", elem_id="null_plot")
             null_note = gr.Markdown("", elem_id="null_note", elem_classes="small-note")
+
+        with gr.Accordion("Try to bring it back (relearning probe)", open=False, elem_id="relearn"):
+            gr.Markdown(
+                "Fine-tune a fresh visual LoRA on k images of the last forgotten concept and count the steps until "
+                "held-out images are named again, next to a reference that never knew it. The model is unchanged.",
+                elem_classes="small-note",
+            )
+            with gr.Row():
+                relearn_k = gr.Radio([1, 2, 4], value=2, label="k images", elem_id="relearn_k", scale=1)
+                relearn_btn = gr.Button("Try to bring it back", elem_id="relearn_btn", scale=1)
+            relearn_plot = gr.Plot(label="Held-out images named per relearning step", elem_id="relearn_plot")
+            relearn_note = gr.Markdown("", elem_id="relearn_note", elem_classes="small-note")
 
         gr.Markdown("### Ask both models")
         with gr.Row():
@@ -285,6 +318,11 @@ def build(settings: Settings) -> gr.Blocks:
         done.success(h.enable_forget, None, forget_btn, api_visibility="private", **light)
         done.success(h.numbers_after_forget, [evaluation, sid], numbers_out, api_visibility="private",
                      show_progress_on=[numbers_table], **lane)  # fmt: skip
+        teach_in = [teach_files, teach_name, teach_town, teach_job, teach_food, sid]  # th.TEACH_INPUTS
+        teach_btn.click(th.teach_concept, teach_in, outputs, api_name="teach", show_progress_on=[status],
+                        time_limit=settings.time_limit + 120, **compute)  # fmt: skip
+        relearn_btn.click(th.bring_back, [relearn_k, sid], [sid, relearn_plot, relearn_note], api_name="relearn",
+                          show_progress_on=[relearn_note], **compute)  # fmt: skip
         numbers_btn.click(h.numbers, [evaluation, sid], numbers_out, api_name="numbers", show_progress_on=[numbers_table], **lane)
         cancel_btn.click(h.cancel, sid, None, api_name="cancel", **light)
         undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **lane)

@@ -13,6 +13,7 @@ import pandas as pd
 from webapp.nullspace_view import nullspace_figure
 from webapp.records import RequestRecord
 from webapp.settings import BROWSER_TYPES
+from webapp.teach_view import is_teach, teach_number_rows, teach_status, teach_text_note
 
 FORGET_HEADERS = ["image", "question", "before", "after", "named before", "named after"]
 RETAIN_HEADERS = ["character", "question", "before", "after", "change"]
@@ -88,6 +89,8 @@ def forget_rows(r: dict, names) -> list[list[str]]:
 
 def text_rows(r: dict) -> tuple[list[list[str]], str]:
     """Text-only questions about the target, before and after, and the note on whether any answer changed."""
+    if is_teach(r):
+        return [], teach_text_note(r)
     tb, ta = r["probes_before"].get("text"), r["probes_after"].get("text")
     logits = (
         " and the next-token logits are bit-identical" if r.get("text_logits_identical") else "; the next-token logits differ"
@@ -150,6 +153,8 @@ def _accuracy_rows(rec: RequestRecord) -> list[list[str]]:
 def number_rows(rec: RequestRecord) -> list[list[str]]:
     """Accuracies before -> after, retain drift, the null space, text identity, steps and times."""
     r = rec.result
+    if is_teach(r):
+        return teach_number_rows(rec)
     rows = _accuracy_rows(rec)
     d = r.get("retain_drift") or {}
     rows.append(["retain drift of visual features (mean / max)", "0", f"{d.get('mean', 'n/a')} / {d.get('max', 'n/a')}"])
@@ -190,6 +195,8 @@ def history_rows(records) -> list[list]:
         o = outcome(rec)
         what = verdict(rec, o)[0] + (" (partial)" if o.partial else "") + (", damage" if o.warnings else "")
         total = (r.get("timings") or {}).get("total")
+        if is_teach(r):  # the taught name on held-out views
+            s = {"target_name_acc_heldout": (r.get("measures") or {}).get("heldout_named")}
         rows.append([i + 1, r.get("target") or "?", what, r["method"], r["steps_run"], pct(s.get("target_name_acc_heldout")),
                      pct(s.get("retain_acc")), pct(s.get("earlier_name_acc_heldout")) if i else "-", total])  # fmt: skip
     return rows
@@ -289,6 +296,8 @@ def _sentences(items) -> str:
 def forget_status(rec: RequestRecord, k: int) -> str:
     """The status line of a finished request: what it measured (forgotten or not, which images are still
     named, by what), the warnings from before training, and collateral damage with Undo one click away."""
+    if is_teach(rec):
+        return teach_status(rec, k)
     r, o = rec.result, outcome(rec)
     headline = verdict(rec, o)[1]
     seconds = f"{rec.shown_s:.1f} s" if rec.shown_s is not None else "a moment"
