@@ -41,6 +41,11 @@ def teach_status(rec: RequestRecord, k: int) -> str:
     return "\n\n".join(out)
 
 
+def teach_name_note(rec: RequestRecord) -> str:
+    """The line under the forget form's name box when it holds a teach request's images."""
+    return f"These are the images taught as **{rec.target}** in this session: press **Forget** to forget it."
+
+
 def teach_text_note(r: dict) -> str:
     m = r.get("measures") or {}
     n = m.get("text_answers_changed")

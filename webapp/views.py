@@ -13,7 +13,7 @@ import pandas as pd
 from webapp.nullspace_view import nullspace_figure
 from webapp.records import RequestRecord
 from webapp.settings import BROWSER_TYPES
-from webapp.teach_view import is_teach, teach_number_rows, teach_status, teach_text_note
+from webapp.teach_view import is_teach, teach_name_note, teach_number_rows, teach_status, teach_text_note
 
 FORGET_HEADERS = ["image", "question", "before", "after", "named before", "named after"]
 RETAIN_HEADERS = ["character", "question", "before", "after", "change"]
@@ -224,10 +224,12 @@ def verdict(rec: RequestRecord, o=None) -> tuple[str, str]:
 
 def identification(rec: RequestRecord):
     """Who the base model said the images showed before training, and the warnings that follow."""
+    from nscvf import world
     from nscvf.method.outcome import identification as identify
 
     pb = rec.result["probes_before"]["forget"]
-    return identify(pb["answers"][pb["questions"][0]], rec.target, rec.world)
+    named_world = rec.world and (rec.target is None or rec.target in world.NAMES)  # not a concept taught in the session
+    return identify(pb["answers"][pb["questions"][0]], rec.target, named_world)
 
 
 # --------------------------------------------------------------------------------- figures, notes
@@ -377,7 +379,7 @@ def render(rec: RequestRecord, records, status: str, gallery_items=KEEP, form: b
     fb, fa = figures(rec)
     files = (list(rec.paths) or None) if form else KEEP
     name = (rec.target or "") if form else KEEP
-    name_note = identify_note(identification(rec)) if form else KEEP
+    name_note = (teach_name_note(rec) if is_teach(rec) else identify_note(identification(rec))) if form else KEEP
     null_plot, null_note = nullspace_figure(rec.result)
     return Outputs(
         status,
