@@ -50,7 +50,8 @@ def _group_of(target: str | None, earlier=()):
     """Character -> its group: the ``target``, the ``earlier`` targets of a chain (forgotten on purpose,
     so never counted as retained), or the ``others`` (what must be retained)."""
     tkey = world.get_character(target).key if target else None
-    ekeys = {world.get_character(n).key for n in earlier} - {tkey}
+    known = {c.name.lower() for c in world.CHARACTERS}  # a chain's earlier targets may be taught concepts
+    ekeys = {world.get_character(n).key for n in earlier if n and n.lower() in known} - {tkey}
     return lambda c: "target" if c.key == tkey else "earlier" if c.key in ekeys else "others"
 
 

