@@ -162,7 +162,7 @@ def test_record_round_trips_through_its_dict(first):
     assert d["version"] == records.RECORD_VERSION and "names" not in d
     back = records.RequestRecord.from_dict(d)
     assert back.evals == rec.evals and back.evals.seconds == 3.5
-    assert back.replace(adapter_state={}) == rec.replace(names=(), paths=(), shown_s=None, adapter_state={})
+    assert back.replace(adapter_state={}) == rec.replace(names=(), paths=(), shown_s=None, retain=(), adapter_state={})
     assert all((back.adapter_state[k] == v).all() for k, v in rec.adapter_state.items())
     assert records.RequestRecord.from_dict({**d, "version": 1}) is None and records.RequestRecord.from_dict(None) is None
 
@@ -527,3 +527,28 @@ def test_nullspace_view_not_constrained_and_short_names():
     names = ["model.vision_tower.vision_model.encoder.layers.3.self_attn.q_proj", "model.multi_modal_projector.linear_1"]
     assert short_names(names) == ["L3 attn.q_proj", "projector.linear_1"]
     assert short_names(["a.x.fc", "b.x.fc"]) == ["a.x.fc", "b.x.fc"]  # collisions: the full names
+
+
+def test_compare_methods_runs_the_same_request_and_leaves_the_chain(rt, files):
+    from webapp import compare
+
+    sess = rt.sessions.get("ab")
+    with pytest.raises(InputError, match="nothing to compare yet"):
+        compare.compare_methods(rt, sess, "gd")
+    service.forget(rt, sess, form(files["green"], files["keep"], name="Green"))
+    service.forget(rt, sess, form(files["red"], files["keep"], name="Red"))
+    chain = sess.chain
+    n, fp, adapters = len(chain), chain.state_fingerprint, set(chain.shared.adapter_names())
+    c = compare.compare_methods(rt, sess, "gd")
+    a, b = c.first.result, c.second.result
+    assert (c.first.method, c.second.method) == ("nscvf", "gd") and b["config"]["method"] == "gd"
+    assert a["target"] == b["target"] == "Red" and a["n_forget"] == b["n_forget"] == c.n_forget == 3
+    assert a["n_retain"] == b["n_retain"] and a["probes_before"] == b["probes_before"]  # same inputs, same start
+    assert a["config"]["steps"] == b["config"]["steps"]
+    assert (len(chain), chain.state_fingerprint) == (n, fp) and set(chain.shared.adapter_names()) == adapters
+    rows = compare.comparison_rows(c)
+    assert rows[0] == ["method", "nscvf", "gd"] and sum(r[0].startswith("image #") for r in rows) == 3
+    assert "gd" in compare.comparison_note(c) and c.second.figure
+    with pytest.raises(InputError, match="unknown method"):
+        compare.compare_methods(rt, sess, "nope")
+    rt.sessions.free("ab")

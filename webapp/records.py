@@ -47,8 +47,9 @@ class RequestRecord:
     paths: tuple = ()  # the uploaded files (to show them again after Undo)
     shown_s: float | None = None  # seconds from the click to the result (queue included)
     restored: bool = False  # restored from the cache, not trained
+    retain: tuple = ()  # the uploaded images to keep (empty: the model's own), to run the request again
 
-    LOCAL = ("names", "paths", "shown_s", "restored")
+    LOCAL = ("names", "paths", "shown_s", "restored", "retain")
 
     @property
     def target(self) -> str | None:

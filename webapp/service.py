@@ -203,7 +203,7 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
                 _store(rt, rec)
         seconds = round(time.time() - t0, 2)
         rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation=req.evaluation, shown_s=seconds,
-                          restored=restored, evaluable=chain.domain.can_evaluate(rec.target) and rec.target not in chain.taught,
+                          restored=restored, retain=tuple(req.retain or ()), evaluable=chain.domain.can_evaluate(rec.target) and rec.target not in chain.taught,
                           world=chain.domain.is_world)  # fmt: skip
         sess.records.append(rec)
         sess.numbers_due = True

@@ -13,6 +13,7 @@ import os
 
 import gradio as gr
 
+from webapp import compare_handlers as ch
 from webapp import handlers as h
 from webapp import runtime, views
 from webapp import teach_handlers as th
@@ -229,6 +230,22 @@ def build(settings: Settings) -> gr.Blocks:
         with gr.Row():
             numbers_note = gr.Markdown("", elem_id="numbers_note", elem_classes="small-note")
             numbers_btn = gr.Button("Evaluate", size="sm", elem_id="evaluate", scale=0, min_width=160)
+        with gr.Accordion("Compare two methods on this request", open=False, elem_id="compare"):
+            gr.Markdown(
+                "Run the last forget request again (same images, target and settings) with another method, from the "
+                "state before it, on a throwaway copy: this session's model is unchanged.",
+                elem_classes="small-note",
+            )
+            with gr.Row():
+                compare_method = gr.Dropdown(
+                    choices=method_choices(), value="gd", label="Method B", elem_id="compare_method", scale=2
+                )
+                compare_btn = gr.Button("Run it with this method too", elem_id="compare_btn", scale=1)
+            compare_note = gr.Markdown("", elem_id="compare_note", elem_classes="small-note")
+            compare_table = gr.Dataframe(headers=["", "A", "B"], elem_id="compare_table", interactive=False, wrap=True)
+            with gr.Row():
+                compare_a = gr.Plot(label="A: after (embeddings)", elem_id="compare_plot_a")
+                compare_b = gr.Plot(label="B: after (embeddings)", elem_id="compare_plot_b")
         with gr.Accordion("Null space of this request", open=True, elem_id="null_space"):
             null_plot = gr.Plot(label="Per layer: kept rank and energy inside the null space", elem_id="null_plot")
             null_note = gr.Markdown("", elem_id="null_note", elem_classes="small-note")
@@ -323,6 +340,8 @@ def build(settings: Settings) -> gr.Blocks:
                         time_limit=settings.time_limit + 120, **compute)  # fmt: skip
         relearn_btn.click(th.bring_back, [relearn_k, sid], [sid, relearn_plot, relearn_note], api_name="relearn",
                           show_progress_on=[relearn_note], **compute)  # fmt: skip
+        compare_btn.click(ch.compare_methods, [compare_method, sid], [sid, compare_table, compare_a, compare_b, compare_note],
+                          api_name="compare", show_progress_on=[compare_note], **compute)  # fmt: skip
         numbers_btn.click(h.numbers, [evaluation, sid], numbers_out, api_name="numbers", show_progress_on=[numbers_table], **lane)
         cancel_btn.click(h.cancel, sid, None, api_name="cancel", **light)
         undo_btn.click(h.undo, sid, outputs, api_name="undo", show_progress_on=[status], **lane)
