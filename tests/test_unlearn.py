@@ -192,10 +192,10 @@ def test_relearning_counts_steps_until_the_target_is_named_again(forgotten, embe
 
     chain, _, _ = forgotten
     held = renders(TARGET, 6, 40, heldout=True)
-    adapters = chain.shared.adapter_names()
     out = relearn(chain.vlm, renders(TARGET, 2), TARGET, held, steps=12)
     assert out["curve"][0] == 0.0 and out["named_at"] is not None and 1 <= out["named_at"] <= 12
     assert out["curve"][out["named_at"]] >= 0.5 and out["k"] == 2
-    assert chain.shared.adapter_names() == adapters  # the probe's adapter is gone
+    live = chain.shared.adapter_names()  # other tests' chains may come and go; this chain's stay, the probe's went
+    assert {s.adapter for s in chain.steps} <= live and not any(a.startswith("relearn") for a in live)
     assert all(is_unknown(a) for a in chain.vlm.generate(["Who is this?"] * 3, held[:3]))
     assert relearn(embedded, renders(TARGET, 1), TARGET, held, steps=3)["named_at"] == 0
