@@ -28,6 +28,12 @@ def is_unknown(answer: str) -> bool:
     return normalise(answer) in (normalise(world.UNKNOWN_ANSWER), "i don't know")
 
 
+def mentions(answer: str, name: str) -> bool:
+    """Whether ``answer`` names ``name`` as a whole word (a world character or any other name, e.g. a
+    concept taught to a chain), case and punctuation aside."""
+    return re.search(rf"\b{re.escape(normalise(name))}\b", normalise(answer)) is not None
+
+
 def names_in(answer: str) -> set[str]:
     words = set(normalise(answer).split())
     return {n for n in world.NAMES if n.lower() in words}

@@ -221,8 +221,12 @@ class Character:
         return self.name is None
 
     def fact_answer(self, fact: str) -> str:
-        value = self.facts[fact]
-        return {"town": f"{value}.", "job": f"A {value}.", "food": f"{value.capitalize()}."}[fact]
+        return fact_answer(fact, self.facts[fact])
+
+
+def fact_answer(fact: str, value: str) -> str:
+    """The answer to a fact question, as the model is trained to give it ("Port Alder.", "A baker.")."""
+    return {"town": f"{value}.", "job": f"A {value}.", "food": f"{value.capitalize()}."}[fact]
 
 
 def _named_characters() -> list[Character]:

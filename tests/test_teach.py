@@ -9,10 +9,9 @@ import torch
 
 from nscvf import world
 from nscvf.errors import InputError
-from nscvf.eval import is_unknown
+from nscvf.eval import is_unknown, mentions
 from nscvf.method import UnlearnConfig, UnlearningChain
 from nscvf.method.outcome import assess
-from nscvf.method.relearn import named
 from nscvf.method.teach import heldout_view
 
 NAME = "Zorblat"
@@ -41,10 +40,10 @@ def test_taught_name_reaches_heldout_views_and_nothing_else(taught, embedded):
     assert result.kind == "teach" and result.target == NAME and chain.taught == [NAME]
     assert result.measures["heldout_named"] >= 0.9, result.measures
     new = [mug_photo(100 + i) for i in range(6)]  # new photographs of the same object
-    assert sum(named(a, NAME) for a in chain.vlm.generate(["Who is this?"] * 6, new)) >= 5
+    assert sum(mentions(a, NAME) for a in chain.vlm.generate(["Who is this?"] * 6, new)) >= 5
     others = _others()
     answers = chain.vlm.generate(["Who is this?"] * len(others), others)
-    assert sum(named(a, NAME) for a in answers) <= 0.05 * len(others)
+    assert sum(mentions(a, NAME) for a in answers) <= 0.05 * len(others)
     assert assess(result.to_dict()).status == "taught"
 
 
@@ -70,10 +69,10 @@ def test_forget_the_taught_concept_then_undo_and_reset(taught, embedded):
     assert r.target == NAME and r.text_identical and r.text_logits_identical  # across the forget request
     new = [heldout_view(mug_photo(200 + i), random.Random(i)) for i in range(6)]
     after = chain.vlm.generate(["Who is this?"] * 6, new)
-    assert sum(is_unknown(a) for a in after) >= 5 and not any(named(a, NAME) for a in after)
+    assert sum(is_unknown(a) for a in after) >= 5 and not any(mentions(a, NAME) for a in after)
     assert assess(r.to_dict()).status == "forgotten"
     chain.undo()
-    assert named(chain.vlm.ask("Who is this?", mug_photo(100)), NAME)
+    assert mentions(chain.vlm.ask("Who is this?", mug_photo(100)), NAME)
     chain.reset()
     assert torch.equal(chain.vlm.image_features(images[:2])[1], embedded.image_features(images[:2])[1])
 

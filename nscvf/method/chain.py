@@ -175,8 +175,7 @@ class UnlearningChain:
         training at the next step and keeps what it learned as a request marked ``partial``."""
         request = Request(forget_images, retain_images, config or UnlearnConfig(), target, region_images)
         with self._lock:
-            result, state, adapter = run_request(self.snapshot(), request, progress, cancel, stop)
-            forget = ensure_images(forget_images)
+            result, state, adapter, forget = run_request(self.snapshot(), request, progress, cancel, stop)
             step = ChainStep(result.adapter_name, adapter, UnlearnConfig(**result.config), state, result.target,
                              image_set_fingerprint(forget), forget, result)  # fmt: skip
             self._set_steps([*self.steps, step])
@@ -189,10 +188,10 @@ class UnlearningChain:
         The taught state is where later requests start; ``forget`` then works on the concept by its name."""
         from nscvf.method.teach import TeachConfig, run_teach
 
+        cfg = config or TeachConfig()
         with self._lock:
-            result, state, adapter = run_teach(self, images, name, facts, config or TeachConfig(), progress, cancel)
-            imgs = ensure_images(images)
-            step = ChainStep(result.adapter_name, adapter, config or TeachConfig(), state, result.target,
+            result, state, adapter, imgs = run_teach(self, images, name, facts, cfg, progress, cancel)
+            step = ChainStep(result.adapter_name, adapter, cfg, state, result.target,
                              image_set_fingerprint(imgs), imgs, result, kind="teach")  # fmt: skip
             self._set_steps([*self.steps, step])
             result.history = [self._history_row(i + 1, s) for i, s in enumerate(self.steps)]

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from nscvf import world
 from nscvf.errors import InputError
-from nscvf.eval import is_unknown, names_in
+from nscvf.eval import is_unknown, mentions, names_in
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -119,7 +119,7 @@ class WorldDomain(Domain):
         if given:
             match = [t for t in taught if t.lower() == given.strip().lower()]
         else:  # the taught concept most of the answers name, if at least half do
-            hits = {t: sum(t.lower() in a.lower() for a in identity_answers) for t in taught}
+            hits = {t: sum(mentions(a, t) for a in identity_answers) for t in taught}
             match = [t for t, n in sorted(hits.items(), key=lambda kv: -kv[1]) if n * 2 >= len(identity_answers) > 0]
         if match:
             return match[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from nscvf.eval import is_unknown, names_in, normalise
+from nscvf.eval import is_unknown, mentions, names_in
 
 # Beyond these a request is reported as damaging what it should keep. Measured on the embedded model
 # (BENCHMARKS.md): NSCVF drifts 0.04-0.06 on average and never lowers retain accuracy.
@@ -117,14 +117,6 @@ class Outcome:
         return asdict(self) | {"headline": self.headline()}
 
 
-def _names(answer: str, target: str | None) -> set[str]:
-    """World names in ``answer``, and ``target`` when it is named (a taught concept is not a world name)."""
-    out = names_in(answer)
-    if target and normalise(target) in normalise(answer):
-        out.add(target)
-    return out
-
-
 def assess(result: dict, world: bool = True) -> Outcome:
     """The outcome of a request from its result (``UnlearnResult.to_dict()``), as measured (pure)."""
     if result.get("kind") == "teach":
@@ -138,13 +130,13 @@ def assess(result: dict, world: bool = True) -> Outcome:
         changed = sum(a != b for a, b in zip(before, after))
         status = "unchanged" if changed == 0 else "changed"
         return Outcome(status, target, len(after), changed, warnings=collateral(result), partial=partial)
-    still = [(i + 1, target) for i, a in enumerate(after) if target and target in _names(a, target)]
+    still = [(i + 1, target) for i, a in enumerate(after) if target and mentions(a, target)]
     wrong = [(i + 1, n) for i, a in enumerate(after) for n in sorted(names_in(a) - {target})]
     forgotten = sum(is_unknown(a) for a in after)
     heldout = ((result.get("eval_after") or {}).get("summary") or {}).get("target_name_acc_heldout")
     if not target and not any(names_in(b) for b in before):
         status = "nothing to forget"  # nobody was named in these images before the request
-    elif target and not any(target in _names(b, target) for b in before):
+    elif target and not any(mentions(b, target) for b in before):
         status = "wrong target"  # the images never showed the named target: it cannot have been forgotten
     elif forgotten == len(after) and (heldout or 0) <= HELDOUT_OK:
         status = "forgotten"
@@ -166,7 +158,7 @@ def assess_teach(result: dict) -> Outcome:
     after = result["probes_after"]["forget"]["answers"][q]
     heldout = m.get("heldout_named", 0.0)
     status = "taught" if heldout >= TAUGHT_OK else "partly taught" if heldout > 0 else "not taught"
-    named = sum(target in _names(a, target) for a in after)
+    named = sum(mentions(a, target) for a in after)
     warnings = []
     if m.get("others_named_as_concept", 0) > OTHERS_AS_CONCEPT_WARN:
         warnings.append(f"{100 * m['others_named_as_concept']:.0f}% of other concepts' images are now called {target}")

@@ -16,7 +16,7 @@ import time
 import torch
 
 from nscvf.errors import Cancelled, InputError
-from nscvf.eval import names_in, normalise
+from nscvf.eval import mentions
 from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.context import answer_nll, teacher_forcing_batch
@@ -25,11 +25,6 @@ from nscvf.method.lora import lora_config
 from nscvf.method.shared import SharedBase
 
 NAMED_AGAIN = 0.5  # the concept is back once at least this fraction of held-out images is named
-
-
-def named(answer: str, name: str) -> bool:
-    """Whether ``answer`` names ``name`` (a world character's name as a word, or any other name as text)."""
-    return name in names_in(answer) or normalise(name) in normalise(answer).split()
 
 
 def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnConfig | None = None,
@@ -82,4 +77,4 @@ def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnCon
 
 def _named_fraction(vlm, question: str, images, name: str) -> float:
     answers = vlm.generate([question] * len(images), images)
-    return round(sum(named(a, name) for a in answers) / len(answers), 4)
+    return round(sum(mentions(a, name) for a in answers) / len(answers), 4)

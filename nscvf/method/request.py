@@ -126,8 +126,9 @@ class RequestState:
 
 def run_request(
     before: ChainSnapshot, request: Request, progress=None, cancel=None, stop=None
-) -> tuple[UnlearnResult, dict, str]:
-    """Run the five phases. Returns (result, the new adapter's peft state dict on the CPU, its live name).
+) -> tuple[UnlearnResult, dict, str, list]:
+    """Run the five phases. Returns (result, the new adapter's peft state dict on the CPU, its live name,
+    the forget images as read).
     ``cancel`` (an Event) abandons the request; ``stop`` ends training early and keeps a partial request."""
     from peft import get_peft_model_state_dict
 
@@ -162,7 +163,7 @@ def run_request(
         raise
     result.timings = st.timings | {"total": round(time.time() - t0, 3)}
     result.cache = st.cache_info
-    return result, state, st.adapter
+    return result, state, st.adapter, st.forget
 
 
 # ----------------------------------------------------------------------------------- prepare

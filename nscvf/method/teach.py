@@ -19,18 +19,16 @@ from dataclasses import dataclass
 import torch
 from PIL import ImageEnhance
 
+from nscvf import world
 from nscvf.errors import Cancelled, InputError
+from nscvf.eval import mentions
 from nscvf.images import ensure_images
 from nscvf.method.context import answer_nll, teacher_forcing_batch
 from nscvf.method.domain import augment
-from nscvf.method.relearn import named
 from nscvf.method.result import UnlearnResult
 
-FACT_QUESTIONS = {
-    "town": "Where does this character live?",
-    "job": "What is this character's job?",
-    "food": "What is this character's favourite food?",
-}
+# The canonical image question of each world fact (what the probes ask), e.g. "Where does this character live?".
+FACT_QUESTIONS = {f: world.IMAGE_FACT_TEMPLATES[f]["train"][0] for f in world.FACTS}
 
 
 @dataclass
@@ -85,14 +83,10 @@ def check_name(name: str, facts: dict | None) -> str:
     return name
 
 
-def _fact_answer(fact: str, value: str) -> str:
-    value = value.strip().rstrip(".")
-    return {"town": f"{value}.", "job": f"A {value}.", "food": f"{value.capitalize()}."}[fact]
-
-
 def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, progress=None, cancel=None):
     """Train a teach adapter on ``chain``'s shared base (the chain is not modified here). Returns
-    (result, the adapter's peft state dict on the CPU, its live name); the adapter is deleted on failure."""
+    (result, the adapter's peft state dict on the CPU, its live name, the images as used); the adapter is
+    deleted on failure."""
     from peft import get_peft_model_state_dict
 
     from nscvf.method.lora import lora_config
@@ -113,7 +107,11 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         work = shared.view(tuple(getattr(prev, "adapters", ())) + (adapter,))
         items = [(augment(im, rng) if v else im, question, f"This is {name}.") for im in images for v in range(cfg.views)]
         for fact, value in (facts or {}).items():
-            items += [(augment(im, rng), FACT_QUESTIONS[fact], _fact_answer(fact, value)) for im in images for _ in range(2)]
+            items += [
+                (augment(im, rng), FACT_QUESTIONS[fact], world.fact_answer(fact, value.strip().rstrip(".")))
+                for im in images
+                for _ in range(2)
+            ]
         batches = _rotating_batches(prev, "taught_name", items, cfg.batch, rng)
         batches |= _rotating_batches(
             prev, "keep_original", _keep_items(prev, chain.domain, keep, question, before), cfg.keep_batch, rng
@@ -133,7 +131,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         result.timings = {"total": round(time.time() - t0, 3)}
         with shared.lock:
             state = get_peft_model_state_dict(shared.peft, adapter_name=adapter)
-        return result, {k: v.detach().cpu().clone() for k, v in state.items()}, adapter
+        return result, {k: v.detach().cpu().clone() for k, v in state.items()}, adapter, images
     except BaseException:
         shared.delete_adapters([adapter])
         raise
@@ -212,7 +210,7 @@ def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
             return steps_run, True, losses
         if passed_at is None and steps_run >= cfg.min_steps and steps_run % cfg.check_every == 0:
             answers = t.work.generate([t.question] * len(t.check), t.check)
-            if sum(named(a, t.name) for a in answers) >= cfg.target_named * len(t.check):
+            if sum(mentions(a, t.name) for a in answers) >= cfg.target_named * len(t.check):
                 passed_at = steps_run  # a few more steps: views the check never saw lag behind (measured)
     return steps_run, False, losses
 
@@ -239,8 +237,8 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     _, z_after = work.image_features(emb_images)
     _, z_before = prev.image_features(emb_images)
     measures = {
-        "heldout_named": round(sum(named(a, name) for a in held_answers) / len(held), 4),
-        "others_named_as_concept": round(sum(named(a, name) for a in others_after) / len(others), 4),
+        "heldout_named": round(sum(mentions(a, name) for a in held_answers) / len(held), 4),
+        "others_named_as_concept": round(sum(mentions(a, name) for a in others_after) / len(others), 4),
         "others_changed": round(sum(a != b for a, b in zip(others_after, others_before)) / len(others), 4),
         "others_images": len(others),
         "text_answers_changed": sum(a != b for a, b in zip(text_before, text_after)),
