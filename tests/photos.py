@@ -35,3 +35,13 @@ def texture_photo(seed: int, size=(1024, 768)) -> Image.Image:
     t = np.linspace(0, 1, w)[None, :, None]
     arr = a * (1 - t) + b * t + rng.normal(0, 18, (h, w, 3))
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def save_mug_jpegs(folder, n: int = 8) -> list[str]:
+    """``n`` mug photographs saved as camera-like JPEGs (quality 88) in ``folder``; their paths."""
+    paths = []
+    for i in range(n):
+        p = folder / f"mug_{i}.jpg"
+        mug_photo(i).save(p, quality=88)
+        paths.append(str(p))
+    return paths

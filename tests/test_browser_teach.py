@@ -30,15 +30,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[str]:
-    from photos import mug_photo
+    from photos import save_mug_jpegs
 
-    d = tmp_path_factory.mktemp("mugs")
-    out = []
-    for i in range(8):
-        p = d / f"mug_{i}.jpg"
-        mug_photo(i).save(p, quality=88)
-        out.append(str(p))
-    return out
+    return save_mug_jpegs(tmp_path_factory.mktemp("mugs"))
 
 
 def _shot(page, name: str) -> None:

@@ -36,15 +36,9 @@ def rt(embedded, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[str]:
-    from photos import mug_photo
+    from photos import save_mug_jpegs
 
-    d = tmp_path_factory.mktemp("photos")
-    paths = []
-    for i in range(8):
-        p = d / f"mug_{i}.jpg"
-        mug_photo(i).save(p, quality=88)
-        paths.append(str(p))
-    return paths
+    return save_mug_jpegs(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
