@@ -33,10 +33,24 @@ def _positive_int(limit: int):
 def cmd_world_list(args) -> int:
     from nscvf import world
 
+    if args.json:
+        entries = [
+            {
+                "name": c.name,
+                "key": c.key,
+                "traits": {"shape": c.shape, "colour": c.colour, "pattern": c.pattern, "accessory": c.accessory, "eyes": c.eyes},
+                "facts": dict(c.facts),
+                "neighbour": c.neighbour,
+            }
+            for c in world.CHARACTERS
+        ]
+        print(json.dumps(entries, indent=1))
+        return 0
     for c in world.CHARACTERS:
         if args.facts:
             print(
-                f"{c.name}\t{c.shape} {c.colour} {c.pattern} {c.accessory}\t{c.facts['town']}\t{c.facts['job']}\t{c.facts['food']}"
+                f"{c.name}\t{c.shape} {c.colour} {c.pattern} {c.accessory}\t{c.facts['town']}\t{c.facts['job']}"
+                f"\t{c.facts['food']}\tneighbour: {c.neighbour or '-'}"
             )
         else:
             print(c.name)
@@ -228,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("world", help="the embedded concept world").add_subparsers(dest="world_command", required=True)
     wl = w.add_parser("list", help="named characters, one a line")
-    wl.add_argument("--facts", action="store_true", help="also print traits and facts")
+    wl.add_argument("--facts", action="store_true", help="also print traits, facts and the look-alike neighbour")
+    wl.add_argument("--json", action="store_true", help="a JSON list: name, key, traits, facts, neighbour (or null)")
     wl.set_defaults(func=cmd_world_list)
     wr = w.add_parser("render", help="render images of a character as PNG files")
     wr.add_argument("--character", required=True)
@@ -301,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_relearn)
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
-    b.add_argument("--quick", action="store_true", help="4 targets instead of all 16")
+    b.add_argument("--quick", action="store_true", help="the 4 gold-reference targets instead of all 24")
     b.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     b.add_argument("--steps", type=_positive_int(2000), default=None, help="step budget (default: UnlearnConfig's)")
     b.add_argument("--renders", type=_positive_int(20), default=3, help="evaluation images per character and split")

@@ -146,9 +146,10 @@ def build(settings: Settings) -> gr.Blocks:
 
         with gr.Accordion("Teach it something new (your own images)", open=True, elem_id="teach"):
             gr.Markdown(
-                "The embedded model knows only its 16 drawn characters: a photo of yours is *I don't know who this "
-                "is.* Teach it first (at least 3 images and a name), then **Forget** it: the forget form is filled "
-                "for you. Teaching adds one more private adapter; Undo and Reset walk back through it.",
+                "The embedded model knows only its 24 drawn characters (16 primary ones and 8 look-alike siblings): "
+                "a photo of yours is *I don't know who this is.* Teach it first (at least 3 images and a name), then "
+                "**Forget** it: the forget form is filled for you. Teaching adds one more private adapter; Undo and "
+                "Reset walk back through it.",
                 elem_classes="small-note",
             )
             with gr.Row():
