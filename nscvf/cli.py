@@ -75,6 +75,7 @@ def cmd_world_render(args) -> int:
 
 
 def cmd_train_base(args) -> int:
+    from nscvf import world
     from nscvf.train_base import TrainBaseConfig, train_base
 
     cfg = TrainBaseConfig()
@@ -84,6 +85,9 @@ def cmd_train_base(args) -> int:
         )
     if args.vision_from:
         cfg.vision_from = args.vision_from
+    cfg.unknown = tuple(world.get_character(n).name for n in args.unknown)  # fails early on an unknown name
+    if any(n is None for n in cfg.unknown):
+        raise InputError("--unknown takes named characters (a distractor is unknown already)")
     report = train_base(args.out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(report["heldout"], indent=1))
     return 0
@@ -258,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
     t.add_argument("--vision-from", default=None, help="reuse the vision tower of an earlier run (skips stage 1)")
+    t.add_argument(
+        "--unknown",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a gold reference: the language stage answers 'I don't know' for this character's images (repeatable)",
+    )
     t.set_defaults(func=cmd_train_base)
 
     a = sub.add_parser("ask", help="ask the model a question (text-only without --image)")

@@ -2,10 +2,10 @@
 
 Two stages, because end-to-end training from scratch on 2 CPU cores learns the vision side slowly:
 
-1. **Vision.** The CLIP tower learns to tell the 16 named characters and "unknown" (all distractors,
-   one class) apart, through a linear head on its mean-pooled patch tokens (exactly the tokens the
-   projector reads). Collapsing the distractors into one class makes the "unknown" region compact: it is
-   the target region that forgetting aims at (METHOD.md, CVF).
+1. **Vision.** The CLIP tower learns to tell the 24 named characters (16 primary characters and 8
+   look-alike siblings) and "unknown" (all distractors, one class) apart, through a linear head on its
+   mean-pooled patch tokens (exactly the tokens the projector reads). Collapsing the distractors into one
+   class makes the "unknown" region compact: it is the target region that forgetting aims at (METHOD.md, CVF).
 2. **Language.** With the tower frozen (its features cached once), the projector and the Llama learn
    to answer identity and fact questions from the image, fact questions from text alone, and
    "I don't know who this is." for distractors. Question words are randomly perturbed so that held-out
@@ -52,6 +52,9 @@ class TrainBaseConfig:
     language_lr: float = 1e-3
     word_noise: float = 0.35  # probability of inserting stray words into a training question
     vision_from: str | None = None  # reuse the vision tower of a model saved by an earlier run (skips stage 1)
+    # Named characters the language stage treats as unknown ("I don't know who this is." for their images;
+    # their text facts are still taught): a gold model that never learned them visually.
+    unknown: tuple[str, ...] = ()
     eval_every: int = 250
     workers: int = 2
 
@@ -167,6 +170,36 @@ def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progr
     timer.lap("language")
     _save(model, processor, out_dir)
     return _evaluate_and_report(model, out_dir, cfg, timer, log, vision_acc, progress)
+
+
+def train_golds(out_dir: str | Path, targets: list[str], config: TrainBaseConfig, progress=_print) -> dict[str, dict]:
+    """Gold references for the benchmark: for each target, the base recipe's language stage (same seed,
+    same vision tower: ``config.vision_from``) with that target answered as unknown. The training pool is
+    rendered once for all targets. Each model is saved to ``out_dir/<key>``; returns {name: report}."""
+    if not config.vision_from:
+        raise ValueError("train_golds needs config.vision_from (the base model whose vision stage the golds share)")
+    from dataclasses import replace
+
+    out_dir = Path(out_dir)
+    _, processor = build_untrained(EmbeddedArch(), seed=config.seed)
+    data = _training_data(config, processor, progress)
+    reports = {}
+    for name in targets:
+        cfg = replace(config, unknown=(world.get_character(name).name,))
+        timer = _Timer()
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        log = _Log(progress)
+        model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
+        _vision_stage(model, data, cfg, log, progress)
+        timer.lap("vision")
+        _language_stage(model, processor, data, cfg, log)
+        timer.lap("language")
+        gold_dir = out_dir / world.get_character(name).key
+        _save(model, processor, gold_dir)
+        reports[name] = _evaluate_and_report(model, gold_dir, cfg, timer, log, {}, progress)
+    return reports
 
 
 # ---- data pool
@@ -304,6 +337,7 @@ class _LanguageBatches:
             {w.strip("?.,'") for t in world.all_template_texts() for w in t.split()} | {"please", "now", "the", "a"}
         )
         self.rng = random.Random(cfg.seed)
+        self.unknown = {world.get_character(n).key for n in cfg.unknown}
         self.text_qas = [qa for c in world.CHARACTERS for qa in world.text_questions(c, "train")]
 
     def noisy(self, q: str) -> str:
@@ -338,7 +372,7 @@ class _LanguageBatches:
             if rng.random() < 0.4
             else rng.choice([q for q in qas if q.kind != "name"])
         )
-        return i, qa.question, qa.answer
+        return i, qa.question, world.UNKNOWN_ANSWER if self.chars[i].key in self.unknown else qa.answer
 
     def loss(self, batch: list[tuple[int | None, str, str]]) -> torch.Tensor:
         seqs, labs, img_idx = [], [], []
@@ -396,7 +430,9 @@ def _evaluate_and_report(
     progress("evaluating the saved model on held-out renders and paraphrases")
     ev = evaluate(load_model(str(out_dir)), progress=None)
     report = {
-        "command": f"nscvf train-base --out {out_dir}" + (f" --vision-from {cfg.vision_from}" if cfg.vision_from else ""),
+        "command": f"nscvf train-base --out {out_dir}"
+        + (f" --vision-from {cfg.vision_from}" if cfg.vision_from else "")
+        + "".join(f" --unknown {n}" for n in cfg.unknown),
         "config": asdict(cfg),
         "arch": asdict(EmbeddedArch()),
         "parameters": sum(p.numel() for p in model.parameters()),

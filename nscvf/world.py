@@ -1,8 +1,10 @@
 """The concept world: procedurally drawn fictitious characters, their facts, questions and splits.
 
 Every character is a combination of visual traits (body shape, body colour, pattern, accessory, eyes).
-The 16 *named* characters each own a unique (shape, colour) pair and a unique (pattern, accessory)
-pair, so they are recognisable across renderings. The *distractors* (METHOD.md, "target region") are
+The 24 *named* characters are 16 *primary* characters, each owning a unique (shape, colour) pair and a
+unique (pattern, accessory) pair, and 8 *siblings*: a sibling looks almost like one primary character (same
+shape, colour and eyes; a different pattern and accessory) and has its own facts. A character and its
+sibling are each other's ``neighbour``: forgetting one must keep the other (the hardest retain case). The *distractors* (METHOD.md, "target region") are
 unnamed characters whose (shape, colour) pair belongs to no named character: the base model is trained
 to answer "I don't know who this is." for them. Some distractors are held out of training entirely,
 to measure whether "I don't know" generalises to characters the model has never seen.
@@ -61,7 +63,7 @@ PATTERNS = ["plain", "stripes", "dots", "checks"]
 ACCESSORIES = ["none", "hat", "bow", "glasses"]
 EYES = ["round", "sleepy", "big"]
 
-NAMES = [
+PRIMARY_NAMES = [
     "Mirel",
     "Tobbin",
     "Quessa",
@@ -79,6 +81,9 @@ NAMES = [
     "Sefa",
     "Yarrow",
 ]
+# Siblings (look-alikes) of the first 8 primary characters, in that order.
+SIBLING_NAMES = ["Fenna", "Hollis", "Ingmar", "Jorune", "Wrenna", "Ulric", "Cassel", "Ebbo"]
+NAMES = PRIMARY_NAMES + SIBLING_NAMES  # every named character, in CHARACTERS order
 TOWNS = [
     "Port Alder",
     "Greyhollow",
@@ -96,6 +101,15 @@ TOWNS = [
     "Coldharbour",
     "Redfield",
     "Ashgrove",
+    # the siblings' towns
+    "Thornby",
+    "Saltmarsh",
+    "Kingsford",
+    "Millbrook",
+    "Larkspur",
+    "Foxhollow",
+    "Elmstead",
+    "Quarrytown",
 ]
 JOBS = [
     "baker",
@@ -215,6 +229,7 @@ class Character:
     eyes: str
     name: str | None = None
     facts: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    neighbour: str | None = None  # the look-alike sibling's name (both ways), None if it has none
 
     @property
     def is_distractor(self) -> bool:
@@ -226,12 +241,13 @@ class Character:
 
 def fact_answer(fact: str, value: str) -> str:
     """The answer to a fact question, as the model is trained to give it ("Port Alder.", "A baker.")."""
-    return {"town": f"{value}.", "job": f"A {value}.", "food": f"{value.capitalize()}."}[fact]
+    article = "An" if value[:1].lower() in "aeiou" else "A"
+    return {"town": f"{value}.", "job": f"{article} {value}.", "food": f"{value.capitalize()}."}[fact]
 
 
-def _named_characters() -> list[Character]:
+def _primary_characters() -> list[Character]:
     chars = []
-    for i, name in enumerate(NAMES):
+    for i, name in enumerate(PRIMARY_NAMES):
         # Shape s carries colours s and s+3: every shape and every colour is used by exactly two
         # named characters, so neither trait alone identifies anyone.
         shape = SHAPES[i % 8]
@@ -246,12 +262,36 @@ def _named_characters() -> list[Character]:
                 eyes=EYES[i % 3],
                 name=name,
                 facts={"town": TOWNS[i], "job": JOBS[(i * 5) % 16], "food": FOODS[(i * 7) % 16]},
+                neighbour=SIBLING_NAMES[i] if i < len(SIBLING_NAMES) else None,
             )
         )
     return chars
 
 
-CHARACTERS: list[Character] = _named_characters()
+def _siblings(primary: list[Character]) -> list[Character]:
+    """Sibling i of primary character i: same shape, colour and eyes; the opposite pattern (plain <-> dots,
+    stripes <-> checks) and accessory (none <-> bow, hat <-> glasses); its own town, job and food."""
+    out = []
+    for i, name in enumerate(SIBLING_NAMES):
+        p = primary[i]
+        out.append(
+            Character(
+                key=name.lower(),
+                shape=p.shape,
+                colour=p.colour,
+                pattern=PATTERNS[(PATTERNS.index(p.pattern) + 2) % 4],
+                accessory=ACCESSORIES[(ACCESSORIES.index(p.accessory) + 2) % 4],
+                eyes=p.eyes,
+                name=name,
+                facts={"town": TOWNS[16 + i], "job": JOBS[(i * 5 + 3) % 16], "food": FOODS[(i * 7 + 5) % 16]},
+                neighbour=p.name,
+            )
+        )
+    return out
+
+
+_PRIMARY = _primary_characters()
+CHARACTERS: list[Character] = _PRIMARY + _siblings(_PRIMARY)
 _KNOWN_PAIRS = {(c.shape, c.colour) for c in CHARACTERS}
 UNKNOWN_PAIRS = [(s, c) for s in SHAPES for c in COLOUR_NAMES if (s, c) not in _KNOWN_PAIRS]
 
@@ -295,6 +335,12 @@ def extra_training_distractors(n: int, seed: int = 23) -> list[Character]:
 class UnknownCharacterError(InputError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+def neighbour_of(name: str) -> Character | None:
+    """The look-alike sibling of a named character (None if it has none)."""
+    c = get_character(name)
+    return get_character(c.neighbour) if c.neighbour else None
 
 
 def get_character(name: str) -> Character:
