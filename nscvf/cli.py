@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from nscvf.cli_common import StageBar, load_for
-from nscvf.cli_research import cmd_bench, cmd_relearn, cmd_teach
+from nscvf.cli_research import cmd_bench, cmd_gold, cmd_relearn, cmd_teach
 from nscvf.errors import InputError, NSCVFError
 
 
@@ -330,14 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="the 4 gold-reference targets instead of all 24")
     b.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     b.add_argument("--steps", type=_positive_int(2000), default=None, help="step budget (default: UnlearnConfig's)")
-    b.add_argument("--renders", type=_positive_int(20), default=3, help="evaluation images per character and split")
+    b.add_argument("--renders", type=_positive_int(20), default=2, help="evaluation images per character and split")
     b.add_argument("--continual", type=int, default=8, help="sequential requests in the continual run (0: skip)")
+    b.add_argument("--seeds", type=_positive_int(10), default=3, help="seeds per target (forget images and optimisation)")
+    b.add_argument("--no-relearn", action="store_true", help="skip the relearning attack after each request")
     b.add_argument("--json", default=None)
     b.add_argument("--md", default=None)
     b.add_argument(
         "--from-json", default=None, help="re-render the tables of a saved run (--json of an earlier bench); runs nothing"
     )
     b.set_defaults(func=cmd_bench)
+
+    g = sub.add_parser("gold", help="train the gold references (a target never learned) and write their evaluation")
+    g.add_argument("--vision-from", default="assets/model", help="the base model whose vision stage the golds share")
+    g.add_argument("--targets", default=None, help="comma-separated (default: nscvf.evidence.GOLD_TARGETS)")
+    g.add_argument("--out", default="runs/gold", help="folder for the gold models (not committed)")
+    g.add_argument("--json-dir", default="assets/gold", help="folder for the committed evaluation records")
+    g.add_argument("--renders", type=_positive_int(20), default=2, help="evaluation renders (the benchmark's --renders)")
+    g.add_argument("--models-from", default=None, help="evaluate gold models trained earlier (skip training)")
+    g.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
+    g.set_defaults(func=cmd_gold)
     return p
 
 

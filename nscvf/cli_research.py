@@ -101,9 +101,54 @@ def cmd_bench(args) -> int:
         renders=args.renders,
         continual_n=args.continual,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
+        seeds=args.seeds,
+        relearn=not args.no_relearn,
         partial=(lambda r: bench.write(r, args.json + ".partial", None)) if args.json else None,
     )
     res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
     bench.write(res, args.json, args.md)
     print(bench.to_markdown(res))
+    return 0
+
+
+def cmd_gold(args) -> int:
+    """Train the gold references (the base recipe with one target unknown) and commit what the benchmark
+    compares against: ``assets/gold/<key>.json`` (answers, P("I don't know"), profile, relearning steps)."""
+    from nscvf import evidence, world
+    from nscvf.models import load_model
+    from nscvf.train_base import TrainBaseConfig, train_golds
+
+    targets = [world.get_character(n) for n in (args.targets.split(",") if args.targets else evidence.GOLD_TARGETS)]
+    if any(c.is_distractor for c in targets):
+        raise InputError("gold targets are named characters (a distractor is unknown already)")
+    cfg = TrainBaseConfig(vision_from=args.vision_from)
+    if args.quick:
+        cfg = TrainBaseConfig(
+            vision_from=args.vision_from, renders_per_named=40, renders_per_distractor=8, heldout_renders=4,
+            extra_distractors=20, language_steps=40, eval_every=20,
+        )  # fmt: skip
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.models_from:
+        reports = {c.name: json.loads((Path(args.models_from) / c.key / "training_report.json").read_text()) for c in targets}
+        root = Path(args.models_from)
+    else:
+        reports = train_golds(args.out, [c.name for c in targets], cfg, progress=say)
+        root = Path(args.out)
+    out_dir = Path(args.json_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for c in targets:
+        rep = reports[c.name]
+        training = {
+            "command": f"nscvf gold --vision-from {args.vision_from} --out {args.out}",
+            "recipe": "the base model's training recipe (same seed, same config) with its vision stage loaded from "
+            f"{args.vision_from} and the language stage answering 'I don't know who this is.' for every image of {c.name} "
+            "(its text facts still taught)",
+            "wall_seconds": rep["wall_seconds"],
+            "heldout": rep["heldout"],
+        }
+        say(f"gold {c.name}: evaluating")
+        record = evidence.gold_record(load_model(str(root / c.key)), c.name, args.renders, training, progress=say)
+        path = evidence.gold_path(c.name, out_dir)
+        path.write_text(json.dumps(record, indent=0))
+        print(f"{c.name}: split accuracy {record['split_accuracy']}, relearning steps {record['relearn_steps']} -> {path}")
     return 0

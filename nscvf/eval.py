@@ -253,10 +253,24 @@ def _summary(rows: list[tuple[Item, str, dict]], target: str | None, has_earlier
             "target_fact_text_acc": _rate(rows, "correct", group="target", kind="fact_text"),
             "retain_acc": _rate(rows, "correct", group="others", kind=("name", "fact_image")),
         }
+    summary["sibling_confusion_heldout"] = _sibling_confusion(rows)
     if has_earlier:
         summary["earlier_name_acc_heldout"] = _rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
         summary["earlier_unknown_rate"] = _rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
     return summary
+
+
+def _sibling_confusion(rows: list[tuple[Item, str, dict]]) -> float | None:
+    """How often a character with a look-alike sibling is called by the sibling's name (identity questions,
+    held-out renders, both question splits; every such character, the target included)."""
+    hits = []
+    for item, answer, _ in rows:
+        if item.kind != "name" or item.render_split != "heldout" or item.group == "distractors":
+            continue
+        c = world.get_character(item.character)
+        if c.neighbour:
+            hits.append(float(c.neighbour in names_in(answer)))
+    return round(sum(hits) / len(hits), 4) if hits else None
 
 
 def _answer_row(it: Item, answer: str, scores: dict) -> dict:

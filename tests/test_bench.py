@@ -1,25 +1,40 @@
-"""The benchmark end to end at the smallest size (one target, two methods, a few steps): the stable JSON
-keys, the markdown table, and re-rendering a saved run with `nscvf bench --from-json`."""
+"""The benchmark end to end at the smallest size (one target with a look-alike sibling and a gold record,
+two methods, two seeds, a few steps): the stable JSON keys (every number as mean/std/n over seeds), the
+markdown tables, and re-rendering a saved run with `nscvf bench --from-json`."""
 
 import json
 
-from nscvf import bench
+from nscvf import bench, evidence
 from nscvf.cli import main
 
-KEYS = {
+SPREAD_KEYS = {
     "forget_acc",
     "forget_acc_heldout",
     "unknown_rate",
     "wrong_name_rate",
     "retain_acc",
-    "text_identical",
+    "neighbour_retain_acc",
+    "neighbour_drift",
     "retain_drift",
     "seconds_per_request",
-    "peak_rss_mb",
+    "harmonic_mean",
+    "ks_stat",
+    "ks_p",
+    "relearn_steps",
+    "feature_distance_gold",
+    "feature_distance_original",
 }
 
 
-def test_bench_smallest_run_and_rerender(tmp_path, capsys):
+def test_bench_smallest_run_and_rerender(tmp_path, capsys, monkeypatch, embedded):
+    # A stand-in gold record for Mirel measured on the base model itself (the real ones come from `nscvf gold`):
+    # enough to exercise every comparison; the base still names Mirel, so it relearns in 0 steps.
+    gold_dir = tmp_path / "gold"
+    gold_dir.mkdir()
+    record = evidence.gold_record(embedded, "Mirel", renders=1)
+    assert record["relearn_steps"] == {"1": 0, "2": 0, "4": 0} and record["neighbour"] == "Fenna"
+    evidence.gold_path("Mirel", gold_dir).write_text(json.dumps(record))
+    monkeypatch.setenv("NSCVF_GOLD_DIR", str(gold_dir))
     seen = []
     res = bench.run_bench(
         targets=["Mirel"],
@@ -27,21 +42,32 @@ def test_bench_smallest_run_and_rerender(tmp_path, capsys):
         steps=4,
         renders=1,
         continual_n=2,
+        seeds=2,
         progress=lambda m: None,
         partial=seen.append,
     )
     assert [sorted(p["per_target"]) for p in seen] == [["nscvf"], ["ga", "nscvf"]]  # partial results after each method
+    base_vs_gold = res["base"]["gold"]["Mirel"]["original_vs_gold"]
+    assert base_vs_gold["ks_stat"] == 0.0 and base_vs_gold["gold_agreement"]["target"] == 1.0  # the same model
     for m in ("nscvf", "ga"):
         s = res["methods"][m]
-        assert KEYS <= set(s), KEYS - set(s)
-        assert 0 <= s["forget_acc_heldout"] <= 1 and 0 <= s["retain_acc"] <= 1 and s["seconds_per_request"] > 0
-        assert res["per_target"][m][0]["steps_run"] <= 4
+        assert SPREAD_KEYS <= set(s), SPREAD_KEYS - set(s)
+        for k in SPREAD_KEYS:
+            assert set(s[k]) == {"mean", "std", "n"} and s[k]["n"] == 2, (m, k, s[k])
+        assert set(s["gold_agreement"]) == {"target", "neighbour", "retain", "text"}
+        assert 0 <= s["forget_acc_heldout"]["mean"] <= 1 and 0 <= s["neighbour_retain_acc"]["mean"] <= 1
+        assert s["seconds_per_request"]["mean"] > 0 and s["seeds"] == [0, 1]
+        rows = res["per_target"][m]
+        assert [r["seed"] for r in rows] == [0, 1] and all(r["steps_run"] <= 4 for r in rows)
+        assert all(set(r["relearn_steps_k"]) == {"1", "2", "4"} for r in rows)
+        assert s["per_gold_target"]["Mirel"]["ks_p"]["n"] == 2
     assert res["methods"]["nscvf"]["text_identical"]  # the language model is frozen
     assert res["methods"]["nscvf"]["projection_share"] is not None and res["null_space_overhead_per_step"] is None
     steps = res["continual"]["steps"]
     assert [s["target"] for s in steps] == ["Mirel", "Tobbin"] and set(steps[1]["earlier_targets_acc"]) == {"Mirel"}
     md = bench.to_markdown(res)
-    assert "| nscvf |" in md and "| ga |" in md and "## Continual" in md
+    assert "| nscvf |" in md and "| ga |" in md and "## Continual" in md and "## Against the gold reference" in md
+    assert " ± " in md
 
     saved = tmp_path / "bench.json"
     saved.write_text(json.dumps(res))

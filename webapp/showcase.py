@@ -14,11 +14,12 @@ SEED_CANDIDATES = 8
 
 
 def retained_characters(target: str | None, forgotten: list[str]) -> list:
-    """A few characters that must not change: those sharing the target's shape or colour first."""
+    """A few characters that must not change: the target's look-alike sibling first, then those sharing
+    its shape or colour."""
     out = [c for c in world.CHARACTERS if c.name not in forgotten]
     t = next((c for c in world.CHARACTERS if target and c.name == target), None)  # a taught concept is none
     if t is not None:
-        out.sort(key=lambda c: (c.shape != t.shape and c.colour != t.colour, world.CHARACTERS.index(c)))
+        out.sort(key=lambda c: (c.name != t.neighbour, c.shape != t.shape and c.colour != t.colour, world.CHARACTERS.index(c)))
     return out[:3]
 
 
@@ -51,7 +52,9 @@ def retain_rows(chain, target: str | None, retain=None) -> list[list[str]]:
         chars = retained_characters(target, chain.forgotten_targets + ([target] if target else []))
         qs = ["Who is this?", world.IMAGE_FACT_TEMPLATES["town"]["train"][0]]
         imgs = [world.render(c, s) for c, s in zip(chars, showcase_seeds(chain.base_vlm, chars))]
-        labels = [f"{c.name} (held-out render)" for c in chars]
+        labels = [
+            f"{c.name} (held-out render{'; look-alike sibling' if target and c.neighbour == target else ''})" for c in chars
+        ]
     else:
         imgs = list(retain or [])[:3]
         qs = chain.domain.probe_questions()
