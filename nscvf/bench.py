@@ -67,7 +67,9 @@ def _evidence(vlm, after, name: str, rows: list[dict], renders: int, relearn: bo
 
     out = {
         "neighbour": evidence.world.get_character(name).neighbour,
-        "neighbour_retain_acc": evidence.neighbour_retain_acc(rows, name),
+        "neighbour_retain_acc": evidence.neighbour_eval(after, name),
+        "neighbour_retain_acc_eval": evidence.neighbour_retain_acc(rows, name),
+        **{f"target12_{k}": v for k, v in evidence.target_identity(after, name).items()},
         "neighbour_drift": evidence.neighbour_drift(vlm, after, name),
     }
     gold = evidence.load_gold(name, renders)
@@ -78,6 +80,8 @@ def _evidence(vlm, after, name: str, rows: list[dict], renders: int, relearn: bo
         out |= evidence.gold_comparison(rows, gold, name, p_unk, evidence.relational_profile(after, name), originals[name])
         out["p_unknown_mean"] = round(statistics.fmean(p_unk), 4)
         out["gold_relearn_steps"] = gold["relearn_steps"]
+        if gold.get("neighbour_acc") is not None and out["neighbour_retain_acc"] is not None:
+            out["neighbour_gap_gold"] = round(out["neighbour_retain_acc"] - gold["neighbour_acc"], 4)
     if relearn:
         out["relearn_steps_k"] = evidence.relearn_steps(after, name)
         out["relearn_steps"] = evidence.censored_mean(out["relearn_steps_k"])
@@ -159,6 +163,11 @@ MEAN_KEYS = (
     "wrong_name_rate",
     "retain_acc",
     "neighbour_retain_acc",
+    "neighbour_retain_acc_eval",
+    "target12_unknown",
+    "target12_named",
+    "target12_sibling_named",
+    "neighbour_gap_gold",
     "neighbour_drift",
     "text_acc",
     "retain_drift",
@@ -323,13 +332,14 @@ def _base(vlm, targets: list[str], renders: int) -> dict:
     rows, gold = [], {}
     for name in targets:
         ans = evaluate(vlm, name, renders=renders, mc=False, keep_answers=True)["answers"]
-        rows.append(_target_metrics({"answers": ans}) | {"neighbour_retain_acc": evidence.neighbour_retain_acc(ans, name)})
+        rows.append(_target_metrics({"answers": ans}) | {"neighbour_retain_acc": evidence.neighbour_eval(vlm, name)})
         g = evidence.load_gold(name, renders)
         if g is not None:
             profile = evidence.relational_profile(vlm, name)
             cmp = evidence.gold_comparison(ans, g, name, evidence.p_unknown(vlm, name), profile, profile)
             gold[name] = {
                 "gold_split_accuracy": g["split_accuracy"],
+                "gold_neighbour_acc": g.get("neighbour_acc"),
                 "gold_relearn_steps": g["relearn_steps"],
                 "gold_training": g["training"],
                 "original_vs_gold": cmp,
@@ -431,8 +441,9 @@ def _method_table(res: dict) -> list[str]:
         "over the targets. Rates in %. Neighbour: the target's look-alike sibling (targets with one).",
         "",
         '| method | forget acc (train renders) | forget acc (held-out) | target "I don\'t know" | target wrong name '
-        "| retain acc | neighbour retain acc | harmonic mean | neighbour drift | retain drift | text identical | steps | s / request | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| retain acc | neighbour retain acc | harmonic mean | neighbour drift | retain drift | text identical | steps | s / request | peak RSS MB "
+        "| target, 12 renders: \"I don't know\" / named / sibling's name |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in res["methods"].items():
         lines.append(
@@ -440,7 +451,7 @@ def _method_table(res: dict) -> list[str]:
             f"{_pm(s['wrong_name_rate'])} | {_pm(s['retain_acc'])} | {_pm(s['neighbour_retain_acc'])} | "
             f"{_pm(s['harmonic_mean'])} | {_pm(s['neighbour_drift'], False)} | {_pm(s['retain_drift'], False)} | "
             f"{'yes' if s['text_identical'] else 'NO'} | {_pm(s['steps_run'], False, 1)} | {_pm(s['seconds_per_request'], False, 1)} | "
-            f"{s['peak_rss_mb']} |"
+            f"{s['peak_rss_mb']} | {_pm(s['target12_unknown'])} / {_pm(s['target12_named'])} / {_pm(s['target12_sibling_named'])} |"
         )
     return lines
 
@@ -459,8 +470,9 @@ def _gold_table(res: dict) -> list[str]:
         "Profile distance: the target's relational feature profile vs gold's and vs the original model's.",
         "",
         "| method | agreement target / neighbour / retain / text | gap target / neighbour / retain (pts) | KS stat | KS p "
-        "| targets with KS p > 0.05 | profile dist. to gold | to original | relearn steps (k=1,2,4 mean) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| neighbour acc minus gold's (pts, 12 renders) | targets with KS p > 0.05 | profile dist. to gold | to original "
+        "| relearn steps (k=1,2,4 mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in res["methods"].items():
         ag, gap = s.get("gold_agreement") or {}, s.get("gold_gap") or {}
@@ -469,11 +481,11 @@ def _gold_table(res: dict) -> list[str]:
         lines.append(
             f"| {m} | {' / '.join(_pm(ag.get(k)) for k in ('target', 'neighbour', 'retain', 'text'))} | "
             f"{' / '.join(_pm(gap.get(k)) for k in ('target', 'neighbour', 'retain'))} | {_pm(s['ks_stat'], False)} | "
-            f"{_pm(s['ks_p'], False)} | {passed} of {len(per)} | {_pm(s['feature_distance_gold'], False)} | "
+            f"{_pm(s['ks_p'], False)} | {_pm(s.get('neighbour_gap_gold'))} | {passed} of {len(per)} | {_pm(s['feature_distance_gold'], False)} | "
             f"{_pm(s['feature_distance_original'], False)} | {_pm(s['relearn_steps'], False, 1)} |"
         )
-    lines += ["", "| gold target | gold accuracy target / neighbour / retain / text | gold relearn steps (k=1,2,4) "
-              "| original model vs gold: KS stat, p; agreement target | gold training |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| gold target | gold accuracy target / neighbour / retain / text (evaluation rows) | gold neighbour acc (12 renders) | gold relearn steps (k=1,2,4) "
+              "| original model vs gold: KS stat, p; agreement target | gold training |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, g in gold.items():
         acc, o = g["gold_split_accuracy"], g["original_vs_gold"]
         tr = g["gold_training"]
@@ -561,7 +573,37 @@ def to_markdown(res: dict) -> str:
                 f"| {s['step']} | {s['target']} | {_pct(s['current_target_acc'])} | {_pct(s['earlier_targets_max_acc'])} | "
                 f"{_pct(s['retain_acc'])} | {_pct(s['text_acc'])} | {'yes' if s['text_identical'] else 'NO'} | {s['retain_drift']} | {s['seconds']} |"
             )
+    lines += _gpu_section(res.get("gpu"))
+    for note in res.get("notes") or []:  # hand-written sections kept in the JSON (each names its command)
+        lines += ["", note.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _gpu_section(gpu: dict | None) -> list[str]:
+    """The 7B measurements (``scripts/gpu_check.py``), or why there are none."""
+    if not gpu:
+        return []
+    lines = ["", "## GPU: 7B architectures (scripts/gpu_check.py)", "", f"Command: `{gpu.get('command')}`", ""]
+    if gpu.get("status"):
+        lines += [f"Status: {gpu['status']}", ""]
+    keys = [
+        "card",
+        "dtype",
+        "peak_gib",
+        "extra_session_gib",
+        "null_space_s",
+        "s_per_step",
+        "reprojection_share",
+        "request_s",
+        "steps",
+    ]
+    archs = [a for a in gpu if isinstance(gpu[a], dict)]
+    lines += ["| architecture | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for a in archs:
+        lines.append(f"| {a} | " + " | ".join("-" if gpu[a].get(k) is None else str(gpu[a][k]) for k in keys) + " |")
+    if gpu.get("targets"):
+        lines += ["", f"Targets: {gpu['targets']}"]
+    return lines
 
 
 def write(res: dict, json_out: str | None, md_out: str | None) -> None:

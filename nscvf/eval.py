@@ -34,6 +34,11 @@ def mentions(answer: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(normalise(name))}\b", normalise(answer)) is not None
 
 
+def is_mentioned_any(answer: str, names) -> bool:
+    """Whether ``answer`` names any of ``names`` (see :func:`mentions`)."""
+    return any(mentions(answer, n) for n in names if n)
+
+
 def names_in(answer: str) -> set[str]:
     words = set(normalise(answer).split())
     return {n for n in world.NAMES if n.lower() in words}

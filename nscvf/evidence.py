@@ -36,6 +36,7 @@ RELEARN_KS = (1, 2, 4)
 RELEARN_STEPS = 20
 P_UNKNOWN_RENDERS = 12  # held-out renders of the target for P("I don't know") (x 2 held-out identity questions)
 PROFILE_RENDERS = 6  # held-out renders per character for the relational profile
+NEIGHBOUR_RENDERS = 12  # held-out renders of the sibling for the neighbour retain accuracy
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -101,8 +102,47 @@ def split_accuracy(rows: list[dict], target: str, heldout_only: bool = True) -> 
 
 
 def neighbour_retain_acc(rows: list[dict], target: str) -> float | None:
-    """The sibling's accuracy (name and facts, held-out renders, training templates and paraphrases)."""
+    """The sibling's accuracy in an evaluation's rows (name and facts, held-out renders, both question splits)."""
     return split_accuracy(rows, target)["neighbour"]
+
+
+def target_identity(vlm, target: str, n: int = NEIGHBOUR_RENDERS) -> dict:
+    """Who the model says the target is on ``n`` held-out renders (every identity question of both
+    template splits): the share answered "I don't know", named as the target, named as its sibling."""
+    from nscvf.eval import is_mentioned_any, is_unknown
+
+    t = world.get_character(target)
+    qs = [q for split in ("train", "heldout") for q in world.IDENTITY_TEMPLATES[split]]
+    imgs = _renders(t, world.heldout_seeds(n, world.SEEDS["eval_heldout"]))
+    answers = vlm.generate([q for _ in imgs for q in qs], [im for im in imgs for _ in qs], batch_size=64)
+    k = len(answers)
+    return {
+        "unknown": round(sum(map(is_unknown, answers)) / k, 4),
+        "named": round(sum(is_mentioned_any(a, [t.name]) for a in answers) / k, 4),
+        "sibling_named": round(sum(is_mentioned_any(a, [t.neighbour]) for a in answers) / k, 4) if t.neighbour else None,
+    }
+
+
+def neighbour_eval(vlm, target: str, n: int = NEIGHBOUR_RENDERS) -> float | None:
+    """The sibling's accuracy on its own larger set (an evaluation has only ``renders`` images of it): ``n``
+    held-out renders, every identity question of both template splits and each fact in both splits (exact
+    match). None when the target has no sibling."""
+    from nscvf.eval import normalise
+
+    sib = world.neighbour_of(target)
+    if sib is None:
+        return None
+    qs, imgs, want = [], [], []
+    for img in _renders(sib, world.heldout_seeds(n, world.SEEDS["eval_heldout"])):
+        for split in ("train", "heldout"):
+            qas = world.image_questions(sib, split)
+            picked = [qa for qa in qas if qa.kind == "name"] + [next(qa for qa in qas if qa.fact == f) for f in world.FACTS]
+            for qa in picked:
+                qs.append(qa.question)
+                imgs.append(img)
+                want.append(qa.answer)
+    answers = vlm.generate(qs, imgs, batch_size=64)
+    return round(sum(normalise(a) == normalise(w) for a, w in zip(answers, want)) / len(want), 4)
 
 
 # ------------------------------------------------------------------------------------------ model probes
@@ -210,6 +250,7 @@ def gold_record(vlm, target: str, renders: int, training: dict | None = None, pr
         "items": [[r["character"], r["render_split"], r["template_split"], r["seed"], r["question"]] for r in rows],
         "answers": [r["answer"] for r in rows],
         "split_accuracy": split_accuracy(rows, target),
+        "neighbour_acc": neighbour_eval(vlm, target),
         "summary": ev["summary"],
         "p_unknown": p_unknown(vlm, target),
         "profile": relational_profile(vlm, target),

@@ -43,6 +43,7 @@ SEEDS = {
     "showcase": 9000,  # the app's retained-characters table (held-out split)
     "example_heldout": 9500,  # the app's example held-out render per character
     "teach_keep": 10000,  # teaching: renders of other concepts whose answers must not change
+    "retain_neighbour": 12000,  # extra retain renders of a forgotten character's look-alike sibling
 }
 UNKNOWN_ANSWER = "I don't know who this is."
 

@@ -83,6 +83,9 @@ class UnlearnConfig:
     check_every: int = _f(2, "steps between forgetting checks", 1, 1000)
     min_steps: int = _f(4, "never stop before this many steps", 0, 2000)
     retain_per_character: int = _f(8, "embedded world: default retain renders per other named character", 1, 200)
+    retain_per_neighbour: int = _f(
+        0, "embedded world: extra retain renders of the target's look-alike sibling (its hardest retain case)", 0, 200
+    )
     retain_per_distractor: int = _f(1, "embedded world: default retain renders per distractor", 0, 50)
     protect_per_character: int = _f(24, "embedded world: renders per other character in the null-space protected set", 1, 500)
     region_size: int = _f(96, "embedded world: distractor renders forming the target region", 1, 2000)

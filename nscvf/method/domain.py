@@ -145,7 +145,12 @@ class WorldDomain(Domain):
 
     def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
         seeds = world.train_seeds(cfg.retain_per_character, world.SEEDS["retain"])
-        imgs = [world.render(c, s) for c in self.named_except(exclude) for s in seeds]
+        kept = self.named_except(exclude)
+        imgs = [world.render(c, s) for c in kept for s in seeds]
+        # The look-alike siblings of what is forgotten, again (other training renders): the hardest retain cases.
+        siblings = {c.neighbour for c in world.CHARACTERS if c.neighbour and c not in kept} & {c.name for c in kept}
+        seeds = world.train_seeds(getattr(cfg, "retain_per_neighbour", 0), world.SEEDS["retain_neighbour"])
+        imgs += [world.render(c, s) for c in kept if c.name in siblings for s in seeds]
         seeds = world.train_seeds(cfg.retain_per_distractor, world.SEEDS["retain_distractor"])
         return imgs + [world.render(d, s) for d in world.DISTRACTORS for s in seeds]
 
