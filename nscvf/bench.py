@@ -491,6 +491,7 @@ def _gold_table(res: dict) -> list[str]:
         tr = g["gold_training"]
         lines.append(
             f"| {name} | {' / '.join(_pct(acc[k]) for k in ('target', 'neighbour', 'retain', 'text'))} | "
+            f"{_pct(g.get('gold_neighbour_acc'))} | "
             f"{', '.join('>20' if v is None else str(v) for v in g['gold_relearn_steps'].values())} | {o['ks_stat']}, {o['ks_p']}; "
             f"{_pct(o['gold_agreement']['target'])} | {tr.get('wall_seconds', {}).get('total', '-')} s |"
         )

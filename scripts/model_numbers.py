@@ -14,9 +14,10 @@ rows = [
     ("fact from text", h["fact_text_acc"], "100%"),
     ("fact from text, held-out paraphrases", h["fact_text_acc_paraphrase"], "100%"),
     ('"I don\'t know" on unseen distractor characters', h["unknown_rate_unseen_distractors"], ">= 95%"),
+    ("a character with a look-alike sibling called by the sibling's name", h.get("sibling_confusion_heldout"), "-"),
 ]
 out = ["| measure (nscvf eval, 3 renders per character and split) | accuracy | target |", "|---|---|---|"]
-out += [f"| {name} | {100 * v:.1f}% | {t} |" for name, v, t in rows]
+out += [f"| {name} | {'-' if v is None else f'{100 * v:.1f}%'} | {t} |" for name, v, t in rows]
 w = report["wall_seconds"]
 out += [
     "",
