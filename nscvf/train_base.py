@@ -154,22 +154,7 @@ def _due(step: int, every: int, total: int) -> bool:
 
 def train_base(out_dir: str | Path, config: TrainBaseConfig | None = None, progress=_print) -> dict:
     """Train the embedded model from scratch and save it (model, tokenizer, processor, report) to out_dir."""
-    cfg = config or TrainBaseConfig()
-    out_dir = Path(out_dir)
-    timer = _Timer()
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    log = _Log(progress)
-    model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
-    data = _training_data(cfg, processor, progress)
-    timer.lap("render")
-    vision_acc = _vision_stage(model, data, cfg, log, progress)
-    timer.lap("vision")
-    _language_stage(model, processor, data, cfg, log)
-    timer.lap("language")
-    _save(model, processor, out_dir)
-    return _evaluate_and_report(model, out_dir, cfg, timer, log, vision_acc, progress)
+    return _train(config or TrainBaseConfig(), Path(out_dir), progress)
 
 
 def train_golds(out_dir: str | Path, targets: list[str], config: TrainBaseConfig, progress=_print) -> dict[str, dict]:
@@ -180,26 +165,33 @@ def train_golds(out_dir: str | Path, targets: list[str], config: TrainBaseConfig
         raise ValueError("train_golds needs config.vision_from (the base model whose vision stage the golds share)")
     from dataclasses import replace
 
-    out_dir = Path(out_dir)
     _, processor = build_untrained(EmbeddedArch(), seed=config.seed)
     data = _training_data(config, processor, progress)
     reports = {}
     for name in targets:
-        cfg = replace(config, unknown=(world.get_character(name).name,))
-        timer = _Timer()
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        log = _Log(progress)
-        model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
-        _vision_stage(model, data, cfg, log, progress)
-        timer.lap("vision")
-        _language_stage(model, processor, data, cfg, log)
-        timer.lap("language")
-        gold_dir = out_dir / world.get_character(name).key
-        _save(model, processor, gold_dir)
-        reports[name] = _evaluate_and_report(model, gold_dir, cfg, timer, log, {}, progress)
+        c = world.get_character(name)
+        reports[name] = _train(replace(config, unknown=(c.name,)), Path(out_dir) / c.key, progress, data)
     return reports
+
+
+def _train(cfg: TrainBaseConfig, out_dir: Path, progress, data: _TrainData | None = None) -> dict:
+    """One model: seeds, the untrained model, the pool (rendered here unless given), both stages, save,
+    evaluate and report."""
+    timer = _Timer()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    log = _Log(progress)
+    model, processor = build_untrained(EmbeddedArch(), seed=cfg.seed)
+    if data is None:
+        data = _training_data(cfg, processor, progress)
+        timer.lap("render")
+    vision_acc = _vision_stage(model, data, cfg, log, progress)
+    timer.lap("vision")
+    _language_stage(model, processor, data, cfg, log)
+    timer.lap("language")
+    _save(model, processor, out_dir)
+    return _evaluate_and_report(model, out_dir, cfg, timer, log, vision_acc, progress)
 
 
 # ---- data pool
