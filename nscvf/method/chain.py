@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nscvf.cache import Cache, image_set_fingerprint
 from nscvf.errors import InputError
-from nscvf.images import ensure_images, load_image
+from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.domain import domain_for
 from nscvf.method.lora import lora_config
@@ -218,8 +218,9 @@ class UnlearningChain:
     def save(self, out_dir: str | Path) -> Path:
         """Write each adapter as a peft folder (``PeftModel.from_pretrained(model, out_dir / name)`` loads
         it), its protected images, chain.json and report.json."""
-        from peft.utils import SAFETENSORS_WEIGHTS_NAME
         from safetensors.torch import save_file
+
+        from nscvf.method.archive import ADAPTER_FILE, step_record
 
         out = Path(out_dir)
         try:
@@ -231,17 +232,14 @@ class UnlearningChain:
             cfg = lora_config(self.base_vlm, s.config)
             cfg.base_model_name_or_path = self.shared.source
             cfg.save_pretrained(str(d))
-            save_file({k: v.contiguous() for k, v in s.adapter_state.items()}, str(d / SAFETENSORS_WEIGHTS_NAME))
+            save_file({k: v.contiguous() for k, v in s.adapter_state.items()}, str(d / ADAPTER_FILE))
             (d / "protect").mkdir(exist_ok=True)
             for i, im in enumerate(s.protect_images):
                 im.save(d / "protect" / f"{i:03d}.png")
         meta = {
             "base_model": self.shared.source,
             "base_fingerprint": self.shared.fingerprint,
-            "steps": [
-                {"name": s.name, "kind": s.kind, "target": s.target, "config": s.config.to_dict(), "forget_fp": s.forget_fp}
-                for s in self.steps
-            ],
+            "steps": [step_record(s) for s in self.steps],
         }
         (out / "chain.json").write_text(json.dumps(meta, indent=1))
         report = {"chain": meta, "requests": [s.result.to_dict() for s in self.steps if s.result is not None]}
@@ -257,40 +255,18 @@ class UnlearningChain:
     @classmethod
     def load(cls, vlm, adapter_dir: str | Path, cache: Cache | None = None) -> UnlearningChain:
         """A chain in the state saved in ``adapter_dir`` (a folder by :meth:`save` or a zip by :meth:`export`),
-        on ``vlm``'s shared base. A chain made for another base model is refused."""
-        d = Path(adapter_dir)
-        if d.is_file():  # an exported chain (zip): unpacked for the time of loading
-            import tempfile
+        on ``vlm``'s shared base. Nothing in the file is trusted (:mod:`nscvf.method.archive` checks it all
+        first); a chain made for another base model, or anything save/export would not write, is refused."""
+        from nscvf.method.archive import read_chain
 
-            from nscvf.method.export import unpack
-
-            with tempfile.TemporaryDirectory() as tmp:
-                return cls._load_folder(vlm, unpack(d, Path(tmp)), cache, d.name)
-        return cls._load_folder(vlm, d, cache, str(d))
-
-    @classmethod
-    def _load_folder(cls, vlm, d: Path, cache, label: str) -> UnlearningChain:
-        from peft.utils import load_peft_weights
-
-        meta_path = d / "chain.json"
-        if not meta_path.exists():
-            raise InputError(f"{label}: not an unlearning result folder (no chain.json); use the --out folder of `nscvf forget`")
-        meta = json.loads(meta_path.read_text())
+        saved = read_chain(vlm, adapter_dir)
         chain = cls(vlm, cache)
-        if meta.get("base_fingerprint") not in (None, chain.shared.fingerprint):
-            raise InputError(
-                f"{label}: made for another base model ({meta.get('base_model')}, fingerprint "
-                f"{meta.get('base_fingerprint')}); this model is {chain.shared.fingerprint}: load that model"
-            )
-        report = d / "report.json"
-        results = json.loads(report.read_text()).get("requests", []) if report.exists() else []
-        for i, s in enumerate(meta["steps"]):
-            state = load_peft_weights(str(d / s["name"]), device="cpu")
-            protect = [load_image(p) for p in sorted((d / s["name"] / "protect").glob("*.png"))]
-            result = UnlearnResult(**results[i]) if i < len(results) else None
-            kind = s.get("kind", "forget")
-            config = _config_of(kind, s["config"])
-            chain._add(s["name"], config, state, s.get("target"), s.get("forget_fp", ""), protect, result, kind)
+        try:
+            for s in saved.steps:
+                chain._add(s.name, s.config, s.state, s.target, s.forget_fp, s.protect, s.result, s.kind)
+        except BaseException:
+            chain.close()
+            raise
         return chain
 
 

@@ -1,6 +1,7 @@
 """A chain as one file: its saved folder (peft adapters, protected images, chain.json, report.json) plus a
 model card (README.md with metadata), zipped. ``UnlearningChain.load`` and the CLI's ``--adapter`` /
-``--continue-from`` accept the zip as they accept the folder; a file made for another base model is refused.
+``--continue-from`` accept the zip as they accept the folder (read by :mod:`nscvf.method.archive`, which
+trusts nothing in it); a file made for another base model is refused.
 """
 
 from __future__ import annotations
@@ -9,10 +10,6 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
-
-from nscvf.errors import InputError
-
-MAX_UNPACKED = 2 * 1024**3  # refuse archives that would unpack to more than this
 
 
 def model_card(chain) -> str:
@@ -43,7 +40,8 @@ def model_card(chain) -> str:
     for k, s in enumerate(steps, 1):
         r = s.result
         meta.append(f"## request {k}: {s.target or 'unnamed concept'} ({s.config.method})")
-        settings = {f: getattr(s.config, f) for f in ("steps", "lr", "lora_rank", "energy", "answer_weight", "seed")}
+        fields = ("steps", "lr", "lora_rank", "energy", "answer_weight", "seed")  # a teach request has no energy
+        settings = {f: getattr(s.config, f) for f in fields if hasattr(s.config, f)}
         meta.append(f"- settings: {json.dumps(settings)}")
         if r is None:
             meta.append("- no measurements recorded")
@@ -70,20 +68,3 @@ def export_chain(chain, path: str | Path) -> Path:
                 if f.is_file():
                     z.write(f, f.relative_to(folder).as_posix())
     return path
-
-
-def unpack(path: Path, into: Path) -> Path:
-    """Extract an exported chain (zip) into ``into``; a clear error for anything else."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            if "chain.json" not in names:
-                raise InputError(f"{path.name}: not an exported unlearning chain (no chain.json inside)")
-            if sum(i.file_size for i in z.infolist()) > MAX_UNPACKED or any(
-                n.startswith(("/", "..")) or "/../" in n for n in names
-            ):
-                raise InputError(f"{path.name}: refused (too large or unsafe paths inside)")
-            z.extractall(into)
-    except zipfile.BadZipFile:
-        raise InputError(f"{path.name}: not a zip file; export a chain with the app or UnlearningChain.export") from None
-    return into
