@@ -68,7 +68,7 @@ def _load(rt: Runtime, path: Path):
         raise
     except Exception as e:  # noqa: BLE001  (a damaged archive: broken JSON, missing or corrupt adapter files)
         log.info("import of %s failed: %s: %s", path.name, type(e).__name__, e)
-        raise InputError(f"{path.name}: not a readable timeline (damaged or incomplete: {type(e).__name__})") from None
+        raise InputError(f"{path.name}: not a readable timeline (damaged or incomplete)") from None
     results = chain.results
     if len(results) != len(chain):
         chain.close()
