@@ -147,7 +147,7 @@ def refused(tiny, made, path, fragment: str) -> str:
     with pytest.raises(InputError) as e:
         UnlearningChain.load(tiny, path)
     msg = str(e.value)
-    _check_message(msg, made.root)
+    _check_message(msg.replace(str(path), path.name), made.root)  # a folder is named as given (the CLI's own path)
     assert fragment in msg, msg
     assert set(made.live.shared.peft.peft_config) == adapters, "a refused load left an adapter on the model"
     fp2, feats2 = _state_probe(made.live)
@@ -199,6 +199,14 @@ def test_real_export_and_folder_load_identically(tiny, made, guard):
         assert torch.allclose(chain.vlm.image_features(probe)[1], made.live.vlm.image_features(probe)[1], atol=1e-6)
         assert [len(s.protect_images) for s in chain.steps] == [3, 3]
         chain.close()
+
+
+def test_saving_over_an_older_save_leaves_no_stale_protect_image(tiny, made, guard, tmp_path):
+    d = tmp_path / "again"
+    shutil.copytree(made.folder, d)
+    shutil.copy(d / "request_1" / "protect" / "000.png", d / "request_1" / "protect" / "003.png")  # an earlier 4-image save
+    made.live.save(d)
+    assert UnlearningChain.load(tiny, d).state_fingerprint == made.live.state_fingerprint
 
 
 # ------------------------------------------------------------------------------------ names that point elsewhere
@@ -353,6 +361,18 @@ def _patched(path: Path, member: str, local: int, central: int, value: int, size
         raw[o : o + size] = value.to_bytes(size, "little")
     path.write_bytes(bytes(raw))
     return path
+
+
+def test_decoded_images_and_records_are_bounded_in_all(tiny, made, guard, monkeypatch):
+    import nscvf.method.archive as archive
+
+    monkeypatch.setattr(archive, "MAX_PROTECT_PIXELS", 5 * 40 * 40)  # the export's 6 images of 40x40: one too many
+    refused(tiny, made, made.zip, "its protect images hold more than")
+    monkeypatch.setattr(archive, "MAX_PROTECT_PIXELS", 6 * 40 * 40)
+    UnlearningChain.load(tiny, made.zip).close()
+    monkeypatch.setattr(archive, "MAX_REPORT", 1000)
+    refused(tiny, made, made.zip, "'report.json' would unpack to more than a saved chain's can hold")
+    refused(tiny, made, made.folder, "report.json is larger than a saved chain's can be")
 
 
 def test_too_many_steps_or_images_are_refused(tiny, made, guard, tmp_path):
@@ -672,7 +692,7 @@ def test_fuzz_mutated_and_hostile_archives(tiny, made, guard, tmp_path, capsys):
         own = dict(files)
         for k, step in enumerate(chain.steps, 1):  # the adapters are the archive's own, never the sentinel's
             theirs = st_load(own[f"request_{k}/adapter_model.safetensors"])
-            assert all(torch.equal(step.adapter_state[n], theirs[n].float()) for n in theirs)
+            assert all(torch.equal(step.adapter_state[n].float(), theirs[n].float()) for n in theirs)
             assert not all(
                 torch.equal(step.adapter_state[n], v) for n, v in made.sentinel_state.items() if n in step.adapter_state
             )

@@ -36,10 +36,12 @@ from nscvf.method.config import UnlearnConfig
 
 MAX_STEPS = 100  # requests in one chain
 MAX_PROTECT_IMAGES = 4096  # per step (a forget step: at most its max_forget_images)
-MAX_TEXT = 200  # characters of a target name, a fingerprint, the base model's name
+MAX_TEXT = 200  # characters of a target name or a fingerprint
 MAX_CHAIN_JSON = 1 << 20
 MAX_README = 64 << 10  # per request, the model card (never read; only allowed in a zip)
-MAX_REPORT_PER_STEP = 16 << 20  # report.json: numbers and plot points of each request (a quick one: 0.4 MB)
+MAX_REPORT_PER_STEP = 4 << 20  # report.json: numbers and plot points of each request (a quick one: 0.4 MB)
+MAX_REPORT = 64 << 20  # report.json in all (parsed in memory)
+MAX_PROTECT_PIXELS = 1 << 28  # decoded protect images in all (~0.8 GB RGB: 1024 images of 512x512)
 MAX_PNG_BYTES = 2 << 20  # a protect image is at most WORK_SIZE a side (a 512x512 RGB PNG is ~0.8 MB)
 MAX_ADAPTER_CONFIG = 64 << 10  # adapter_config.json, plus its target names
 MAX_JSON_DEPTH = 64
@@ -151,10 +153,10 @@ def _depth(v, d: int = 0) -> int:
     return d
 
 
-def _text(v, what: str, empty: bool = True, none: bool = False, pattern: str | None = None) -> str | None:
+def _text(v, what: str, empty=True, none=False, pattern: str | None = None, limit: int = MAX_TEXT) -> str | None:
     if v is None and none:
         return None
-    if not isinstance(v, str) or len(v) > MAX_TEXT or not v.isprintable() or (not v and not empty):
+    if not isinstance(v, str) or len(v) > limit or not v.isprintable() or (not v and not empty):
         raise _Refused(f"not a readable timeline ({what} must be a short line of text)")
     if pattern and v and not re.fullmatch(pattern, v):
         raise _Refused(f"not a readable timeline ({what} is not valid)")
@@ -230,7 +232,7 @@ def parse_chain_json(data: bytes) -> _Meta:
     meta = _json(data, "chain.json")
     if not isinstance(meta, dict) or set(meta) != {"base_model", "base_fingerprint", "steps"}:
         raise _Refused("not a readable timeline (chain.json must hold exactly base_model, base_fingerprint and steps)")
-    base_model = _text(meta["base_model"], "chain.json base_model")
+    base_model = _text(meta["base_model"], "chain.json base_model", limit=1000)  # a name or a local path
     fingerprint = _text(meta["base_fingerprint"], "chain.json base_fingerprint", empty=False, pattern=r"[0-9a-f]{1,64}")
     steps = meta["steps"]
     if not isinstance(steps, list) or len(steps) > MAX_STEPS:
@@ -292,7 +294,7 @@ def _read_state(path: Path, rel: str, shapes: dict) -> dict:
                 sl = f.get_slice(k)
                 if sl.get_dtype() not in TENSOR_DTYPES or tuple(sl.get_shape()) != shapes[k]:
                     raise _Refused(f"{rel} does not fit this model's LoRA layers for its settings (tensor shapes)")
-            state = {k: f.get_tensor(k).float() for k in sorted(keys)}
+            state = {k: f.get_tensor(k) for k in sorted(keys)}
     except _Refused:
         raise
     except Exception:  # noqa: BLE001  (safetensors raises its own error types for a damaged header or data)
@@ -355,11 +357,14 @@ def _read_bytes(p: Path, rel: str, limit: int) -> bytes:
     except OSError:
         raise _Refused(f"not a readable timeline ({rel} cannot be read)") from None
     if len(data) > limit:
-        raise _Refused(f"refused: {rel} is larger than a saved chain's can be ({limit // 1024} KB)")
+        size = f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit / 1024:.0f} KB"
+        raise _Refused(f"refused: {rel} is larger than a saved chain's can be ({size})")
     return data
 
 
-def _png(data: bytes, rel: str):
+def _png(data: bytes, rel: str, pixels: list[int]):
+    """A protect image: a PNG at most WORK_SIZE a side, decoded only while ``pixels[0]`` (what the chain's
+    images may still decode to) allows it."""
     from nscvf.images import WORK_SIZE, load_image_bytes
 
     if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
@@ -367,13 +372,16 @@ def _png(data: bytes, rel: str):
     w, h = struct.unpack(">II", data[16:24])
     if not (0 < w <= WORK_SIZE and 0 < h <= WORK_SIZE):
         raise _Refused(f"refused: {rel} is {w}x{h} pixels; a saved protect image is at most {WORK_SIZE} a side")
+    pixels[0] -= w * h
+    if pixels[0] < 0:
+        raise _Refused(f"refused: its protect images hold more than {MAX_PROTECT_PIXELS >> 20} M pixels in all")
     try:
         return load_image_bytes(data, rel)
     except InputError as e:
         raise _Refused(f"not a readable timeline ({e})") from None
 
 
-def _protect_images(root: Path, name: str, limit: int) -> list:
+def _protect_images(root: Path, name: str, limit: int, pixels: list[int]) -> list:
     folder = _inside(root, f"{name}/protect", "dir", required=False)
     if folder is None:
         return []
@@ -386,7 +394,7 @@ def _protect_images(root: Path, name: str, limit: int) -> list:
     out = []
     for n in names:
         rel = f"{name}/protect/{n}"
-        out.append(_png(_read_bytes(_inside(root, rel, "file"), rel, MAX_PNG_BYTES), rel))
+        out.append(_png(_read_bytes(_inside(root, rel, "file"), rel, MAX_PNG_BYTES), rel, pixels))
     return out
 
 
@@ -498,7 +506,7 @@ def _read_folder(shared, root: Path) -> SavedChain:
     _check_base(shared, meta)
     report = _inside(root, "report.json", "file", required=False)
     results = _results(None if report is None else _read_bytes(report, "report.json", _report_limit(meta)), meta)
-    steps = []
+    steps, pixels = [], [MAX_PROTECT_PIXELS]
     for i, (name, kind, target, cfg, forget_fp) in enumerate(meta.steps):
         shapes = lora_shapes(shared, cfg)
         rel = f"{name}/{ADAPTER_CONFIG}"
@@ -508,7 +516,7 @@ def _read_folder(shared, root: Path) -> SavedChain:
         if path.stat().st_size > _adapter_bytes(shapes):
             raise _Refused(f"refused: {rel} is larger than an adapter of its settings can be")
         state = _read_state(path, rel, shapes)
-        protect = _protect_images(root, name, _protect_limit(kind, cfg))
+        protect = _protect_images(root, name, _protect_limit(kind, cfg), pixels)
         if i < len(results) and results[i].n_forget != len(protect):
             raise _Refused(
                 f"not a readable timeline ({name} has {len(protect)} protect images, its record {results[i].n_forget})"
@@ -518,7 +526,7 @@ def _read_folder(shared, root: Path) -> SavedChain:
 
 
 def _report_limit(meta: _Meta) -> int:
-    return MAX_CHAIN_JSON + MAX_REPORT_PER_STEP * max(1, len(meta.steps))
+    return min(MAX_REPORT, MAX_CHAIN_JSON + MAX_REPORT_PER_STEP * max(1, len(meta.steps)))
 
 
 def _config_limit(shapes: dict) -> int:

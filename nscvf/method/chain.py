@@ -234,6 +234,8 @@ class UnlearningChain:
             cfg.save_pretrained(str(d))
             save_file({k: v.contiguous() for k, v in s.adapter_state.items()}, str(d / ADAPTER_FILE))
             (d / "protect").mkdir(exist_ok=True)
+            for old in (d / "protect").glob("*.png"):  # an earlier save's images (a longer chain's) are not this step's
+                old.unlink()
             for i, im in enumerate(s.protect_images):
                 im.save(d / "protect" / f"{i:03d}.png")
         meta = {
