@@ -190,8 +190,9 @@ def _with(made, tmp_path, name: str, changes: dict | None = None) -> Path:
 # ------------------------------------------------------------------------------------ round trips
 
 
-def test_real_export_and_folder_load_identically(tiny, made, guard):
+def test_real_export_and_folder_load_identically(tiny, made, guard, tmp_path, monkeypatch):
     probe = _images(3, 99)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a zip is unpacked, for the time of its loading
     for source in (made.zip, made.folder):
         chain = UnlearningChain.load(tiny, source)
         assert [s.kind for s in chain.steps] == ["forget", "teach"] and chain.taught == ["Zoë"]
@@ -199,6 +200,9 @@ def test_real_export_and_folder_load_identically(tiny, made, guard):
         assert torch.allclose(chain.vlm.image_features(probe)[1], made.live.vlm.image_features(probe)[1], atol=1e-6)
         assert [len(s.protect_images) for s in chain.steps] == [3, 3]
         chain.close()
+    bad = _with(made, tmp_path, "bad.zip", {"request_2/adapter_model.safetensors": b"junk"})
+    refused(tiny, made, bad, "not a readable safetensors file")  # refused after unpacking: the folder goes too
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.zip"]
 
 
 def test_saving_over_an_older_save_leaves_no_stale_protect_image(tiny, made, guard, tmp_path):
