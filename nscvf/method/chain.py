@@ -220,7 +220,8 @@ class UnlearningChain:
         it), its protected images, chain.json and report.json."""
         from safetensors.torch import save_file
 
-        from nscvf.method.archive import ADAPTER_FILE, step_record
+        from nscvf.method.archive import ADAPTER_FILE
+        from nscvf.method.archive_schema import step_record
 
         out = Path(out_dir)
         try:
