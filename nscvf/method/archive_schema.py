@@ -46,34 +46,38 @@ def shown(name: str) -> str:
 
 
 def parse_json(data: bytes, what: str):
-    """Strict JSON: UTF-8, no NaN/Infinity, finite numbers, bounded nesting."""
+    """Strict JSON: UTF-8, no NaN/Infinity (nor a number that overflows to it), bounded nesting."""
 
     def no_constant(c):
         raise ValueError(f"non-finite number {c}")
 
-    def finite(s):
-        v = float(s)
-        if not math.isfinite(v):
-            raise ValueError("non-finite number")
-        return v
-
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=no_constant, parse_float=finite)
+        value = json.loads(data.decode("utf-8"), parse_constant=no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise Refused(f"not a readable timeline ({what} is not valid JSON)") from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    depth = _depth(value)
+    if depth < 0:
+        raise Refused(f"not a readable timeline ({what} holds a number too large)")
+    if depth > MAX_JSON_DEPTH:
         raise Refused(f"not a readable timeline ({what} is nested too deeply)")
     return value
 
 
+_SCALARS = frozenset((type(None), bool, int, float, str))
+
+
 def _depth(v, d: int = 0) -> int:
+    """How deeply ``v`` nests (stopping past MAX_JSON_DEPTH); -1 if it holds a non-finite float."""
     if d > MAX_JSON_DEPTH:
         return d
     if isinstance(v, dict):
-        return max((_depth(x, d + 1) for x in v.values()), default=d + 1)
-    if isinstance(v, list):
-        return max((_depth(x, d + 1) for x in v), default=d + 1)
-    return d
+        v = list(v.values())
+    if not isinstance(v, list):
+        return -1 if type(v) is float and not math.isfinite(v) else d
+    if set(map(type, v)) <= _SCALARS:  # a list of numbers (a plot's points): checked at once
+        return d + 1 if all(map(math.isfinite, [x for x in v if type(x) is float])) else -1
+    depths = [_depth(x, d + 1) for x in v]
+    return -1 if -1 in depths else max(depths, default=d + 1)
 
 
 def _text(v, what: str, empty=True, none=False, pattern: str | None = None, limit: int = MAX_TEXT) -> str | None:
@@ -205,29 +209,39 @@ RESULT_SPECS = {
 }
 
 
+_LEAVES = ((None, (type(None),)), (bool, (bool,)), (int, (int,)), (float, (int, float)), (str, (str,)))
+
+
+def _leaf(spec) -> frozenset | None:
+    """The exact types a scalar spec (a type, None, or a tuple of them) allows; None for any other spec."""
+    specs = spec if isinstance(spec, tuple) else (spec,)
+    found = [next((types for leaf, types in _LEAVES if s is leaf), None) for s in specs]
+    return None if None in found else frozenset(t for types in found for t in types)
+
+
 def conforms(v, spec) -> bool:
-    """Whether the JSON value ``v`` has the shape ``spec`` (see RESULT_SPECS)."""
+    """Whether the JSON value ``v`` has the shape ``spec`` (see RESULT_SPECS); bool is no number here."""
     if spec is ANY:
         return True
+    leaf = _leaf(spec)
+    if leaf is not None:
+        return type(v) in leaf
     if isinstance(spec, tuple):
         return any(conforms(v, s) for s in spec)
-    if spec is None:
-        return v is None
     if isinstance(spec, list):
-        return isinstance(v, list) and all(conforms(x, spec[0]) for x in v)
-    if isinstance(spec, dict):
-        if not isinstance(v, dict):
+        if not isinstance(v, list):
             return False
-        named = {k.lstrip("?"): (k.startswith("?"), t) for k, t in spec.items() if isinstance(k, str)}
-        if any(not optional and k not in v for k, (optional, _) in named.items()):
-            return False
-        other = spec.get(str, ANY)
-        return all(conforms(x, named[k][1] if k in named else other) for k, x in v.items())
-    if spec is bool:
-        return isinstance(v, bool)
-    if spec in (int, float):
-        return isinstance(v, int if spec is int else (int, float)) and not isinstance(v, bool)
-    return isinstance(v, spec)
+        inner = _leaf(spec[0])
+        if inner is not None:  # a list of scalars, checked at once
+            return set(map(type, v)) <= inner
+        return all(conforms(x, spec[0]) for x in v)
+    if not isinstance(v, dict):
+        return False
+    named = {k.lstrip("?"): (k.startswith("?"), t) for k, t in spec.items() if isinstance(k, str)}
+    if any(not optional and k not in v for k, (optional, _) in named.items()):
+        return False
+    other = spec.get(str, ANY)
+    return all(conforms(x, named[k][1] if k in named else other) for k, x in v.items())
 
 
 def _check_record(d: dict, what: str) -> None:
