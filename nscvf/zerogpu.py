@@ -7,7 +7,7 @@ than ``gr.Error`` comes back as its class name only. So a job here
 
 - receives the session's chain as :class:`ChainState` (each request's result, adapter weights on the CPU
   and images; :func:`chain_state`) and a request (:class:`ForgetJob`, :class:`TeachJob`,
-  :class:`RelearnJob`, :class:`EvaluateJob`, :class:`AskJob`);
+  :class:`RelearnJob`, :class:`EvaluateJob`, :class:`AskJob`, :class:`IdentifyJob`);
 - rebuilds the chain on the process's base model (:func:`register_base`; a fresh process loads
   ``state.source``), runs the request, closes that chain again (no adapter is left in the worker);
 - returns the new adapter weights, the result and the plot data (the result's ``embeddings``) on the CPU
@@ -148,6 +148,14 @@ class AskJob:
     question: str
     image: object = None
     max_new_tokens: int = 24
+
+
+@dataclass(frozen=True)
+class IdentifyJob:
+    """Who the base model says ``images`` show, before any training (``given``: the name typed, checked)."""
+
+    images: tuple
+    given: str | None = None
 
 
 @dataclass(frozen=True)
@@ -422,6 +430,18 @@ def ask_job(state: ChainState, request: AskJob) -> dict:
         return {"failed": Failed(type(e).__name__, str(e), "".join(traceback.format_exception(e)))}
 
 
+def identify_job(state: ChainState, request: IdentifyJob) -> dict:
+    """``nscvf.method.outcome.identify`` on the base model (short: a plain function)."""
+    try:
+        from nscvf.method.domain import domain_for
+        from nscvf.method.outcome import identify
+
+        vlm = base_model(state)
+        return {"identification": identify(vlm, domain_for(vlm), list(request.images), request.given)}
+    except Exception as e:  # noqa: BLE001  (as data: the worker would keep only the class name)
+        return {"failed": Failed(type(e).__name__, str(e), "".join(traceback.format_exception(e)))}
+
+
 JOBS: dict[str, Callable] = {
     "forget": forget_job,
     "compare": forget_job,  # the same request, another method, on the chain's state before it
@@ -429,6 +449,7 @@ JOBS: dict[str, Callable] = {
     "relearn": relearn_job,
     "evaluate": evaluate_job,
     "ask": ask_job,
+    "identify": identify_job,
 }
 
 
@@ -508,14 +529,14 @@ def gpu_job(kind: str, gpu=None) -> Callable:
 def run(kind: str, state: ChainState, request, progress=None, cancel=None, time_limit: float | None = None, gpu=None,
         limit: int | None = None):  # fmt: skip
     """Run one job in one (ZeroGPU) call and return its value (:class:`StepOutcome` for forget, compare and
-    teach; a dict for relearn, evaluate and ask). ``progress(stage, done, total)`` gets each
+    teach; a dict for relearn, evaluate, ask and identify). ``progress(stage, done, total)`` gets each
     :class:`Progress`; ``cancel`` (an Event) or ``time_limit`` (seconds) close the job: :class:`Stopped`.
     On ZeroGPU (or with a ``gpu`` stand-in that has a per-call limit) a job that cannot fit one call is
     refused first (:func:`check_fits`, InputError)."""
     if on_zerogpu() or limit is not None or getattr(gpu, "max_seconds", None):
         check_fits(kind, state, request, limit or getattr(gpu, "max_seconds", None))
     fn = gpu_job(kind, gpu)
-    if kind == "ask":
+    if kind in ("ask", "identify"):
         value = fn(state, request)
         if isinstance(value, dict) and "failed" in value:
             raise value["failed"].exception()

@@ -1,7 +1,7 @@
 """GPU time budgets of a request, for ZeroGPU's ``@spaces.GPU(duration=...)`` (a Space gets the GPU for at
 most that many seconds per call, and a longer budget queues visitors longer).
 
-Pure functions, no torch: the app can compute a call's duration before anything is loaded. The budgets
+Pure functions (this module uses no torch; the ``nscvf.models`` package around it does). The budgets
 are a model family's ``step_seconds`` and ``fixed_seconds`` (:class:`nscvf.models.base.VisionLanguageModel`).
 The seconds are ZeroGPU's own unit: on cards slower than an H200 it lets a call run ``duration_factor``
 times longer (x1.5 on RTX PRO 6000) unless ``size="xlarge"``, so nothing here scales them.
@@ -23,7 +23,7 @@ MARGIN = 1.2
 # fifth. Estimates from the CPU timings (no GPU measurement of these jobs yet).
 EVALUATION_SHARE = 0.5
 ASK_SHARE = 0.2
-JOB_KINDS = ("forget", "compare", "teach", "relearn", "evaluate", "ask")
+JOB_KINDS = ("forget", "compare", "teach", "relearn", "evaluate", "ask", "identify")
 
 
 def zerogpu_duration(
@@ -56,7 +56,7 @@ def job_budget(kind: str, steps: int = 0, fixed_seconds: float = 45.0, states: i
     forget / compare / teach: ``steps`` and the request's fixed budget (a comparison replays the session's
     earlier adapters without training: no extra steps). relearn: ``runs`` probes (the session's model and the
     reference) of ``steps`` each, plus the fixed budget for their answers. evaluate: ``states`` evaluations
-    (``mode`` "full" costs twice "quick"). ask: two short answers."""
+    (``mode`` "full" costs twice "quick"). ask, identify: a few short answers."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}; one of {', '.join(JOB_KINDS)}")
     if kind in ("forget", "compare", "teach"):
