@@ -543,21 +543,29 @@ def run(kind: str, state: ChainState, request, progress=None, cancel=None, time_
         return value
     t0 = time.time()
     items = fn(state, request)
+    last = None
     try:
         for item in items:
             if isinstance(item, Progress):
                 if progress is not None:
                     progress(item.stage, item.done, item.total)
-            elif isinstance(item, Done):
-                return item.value
-            elif isinstance(item, Failed):
-                raise item.exception()
+            elif isinstance(item, Done | Failed):
+                last = item
+                break
             if cancel is not None and cancel.is_set():
                 raise Stopped("cancelled")
             if time_limit is not None and time.time() - t0 > time_limit:
                 raise Stopped("time limit")
     finally:
-        items.close()  # stops the job at its next step boundary (a no-op once it has ended)
+        if last is None:
+            items.close()  # stops the job at its next step boundary
+        else:
+            for _ in items:  # its last item came: let it end normally (ZeroGPU releases the GPU then)
+                pass
+    if isinstance(last, Done):
+        return last.value
+    if isinstance(last, Failed):
+        raise last.exception()
     raise RuntimeError(f"the {kind} job ended without a result")
 
 

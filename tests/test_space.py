@@ -208,7 +208,8 @@ def test_space_build_serves_a_forget_from_a_plain_checkout(tmp_path):
 
     python = _space_venv()
     info = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('nscvf'), u.find_spec('spaces') is not None)"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})  # fmt: skip
     assert info.stdout.split()[0] == "None", f"the venv must not have the package installed: {info.stdout}"
     assert info.stdout.split()[-1] == "True", "spaces is a requirement"
     repo = _plain_copy(tmp_path / "space")
