@@ -588,6 +588,7 @@ def _child_main(module: str, name: str, args: bytes, results, stop, threads: int
         for item in value:
             if stop.is_set():  # the caller closed the job: stop at this yield, as spaces does
                 value.close()
+                results.put(("closed", pickle.dumps(item)))  # where it stopped (ProcessPerCall.calls)
                 break
             _check_cpu(item)
             results.put(("value", pickle.dumps(item)))
@@ -620,7 +621,8 @@ class ProcessPerCall:
     the pickled arguments go in, only pickled values come back, an exception returns as its class name, a
     CUDA tensor in a result is refused), so code that works through it keeps no state in the call. It
     records each call's duration (the ``duration`` callable is called with the call's arguments, as
-    ZeroGPU does) and start-up seconds in ``calls``; ``max_seconds`` is its per-call limit."""
+    ZeroGPU does), seconds, exit code and, for a job closed early, the item at which it stopped
+    (``closed_at``) in ``calls``; ``max_seconds`` is its per-call limit."""
 
     max_seconds: int = budget.ZEROGPU_MAX_SECONDS
     calls: list = field(default_factory=list)
@@ -689,12 +691,15 @@ class ProcessPerCall:
                 deadline = time.time() + 120
                 while proc.is_alive() and time.time() < deadline:
                     try:  # keep the pipe drained, so that the worker can exit
-                        results.get(timeout=0.2)
+                        kind, value = results.get(timeout=0.2)
                     except queue.Empty:
-                        pass
+                        continue
+                    if kind == "closed":
+                        record["closed_at"] = pickle.loads(value)
                 if proc.is_alive():
                     proc.kill()
                 proc.join(5)
+                record["exitcode"] = proc.exitcode
                 record["seconds"] = round(time.time() - record["started"], 3)
 
         return generate

@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--steps", type=int, default=4)
     args = p.parse_args()
+    # As app.py: idle OpenMP threads sleep (spinning ones made the main thread's steps several times slower on
+    # a loaded 2-core machine); the spawned processes inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import torch
 
