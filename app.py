@@ -2,8 +2,11 @@
 
     python app.py          # serves on $GRADIO_SERVER_PORT (default 7860)
 
-The Space's entry file: it sets the environment's defaults (offline, quiet) before Gradio or
-huggingface_hub are imported, then serves :func:`webapp.ui.launch`. The app itself is the ``webapp``
+The Space's entry file, run from a plain checkout (a Space does not pip-install the repository: the
+``nscvf`` and ``webapp`` packages import from this folder). It sets the environment's defaults before
+Gradio or huggingface_hub are imported (offline mode for a local model only: a Hub id in ``NSCVF_MODEL``
+downloads), imports ``spaces`` before anything can initialise CUDA (ZeroGPU requires it; elsewhere a
+no-op), then serves :func:`webapp.ui.launch`. The app itself is the ``webapp``
 package (settings, runtime, sessions, records, service, views, handlers, ui); ``app.demo`` is the page,
 built on first access. Environment: see :mod:`webapp.settings`, plus ``GRADIO_SERVER_NAME`` /
 ``GRADIO_SERVER_PORT``.
@@ -11,9 +14,8 @@ built on first access. Environment: see :mod:`webapp.settings`, plus ``GRADIO_SE
 
 import os
 
-# Offline and quiet before anything imports gradio or huggingface_hub.
+# Quiet, and offline for a local model, before anything imports gradio or huggingface_hub.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine a spinning torch thread waits
@@ -22,6 +24,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("GRADIO_SERVER_PORT", None) == "":  # an empty value crashes `import gradio`
     del os.environ["GRADIO_SERVER_PORT"]
+
+from nscvf.source import set_offline_default  # noqa: E402  (standard library only)
+
+set_offline_default()
+
+try:  # ZeroGPU: `import spaces` must come before anything initialises CUDA (a no-op off ZeroGPU)
+    import spaces  # noqa: E402, F401
+except ImportError:  # not installed (pip install -e . without it): no ZeroGPU, nothing else changes
+    pass
 
 
 def __getattr__(name: str):

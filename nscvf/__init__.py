@@ -5,17 +5,19 @@ The library knows nothing of Gradio. Entry points: :func:`nscvf.models.load_mode
 """
 
 import os
+import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-try:  # quiet the per-load progress bars and advisory warnings of transformers
+# Quiet transformers' per-load progress bars and advisory warnings without importing it here: importing
+# nscvf must not import huggingface_hub, which reads HF_HUB_OFFLINE once (nscvf.source decides it first).
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if "transformers" in sys.modules:  # imported before nscvf: its settings are read already
     from transformers.utils import logging as _hf_logging
 
     _hf_logging.set_verbosity_error()
     _hf_logging.disable_progress_bar()
-except ImportError:  # pragma: no cover
-    pass
 
 __version__ = "0.1.0"
 

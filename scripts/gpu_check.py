@@ -149,6 +149,31 @@ def _adapter_bytes(vlm) -> int:
     return sum(p.numel() * p.element_size() for n, p in vlm.model.named_parameters() if "lora_" in n)
 
 
+def zerogpu_shaped(vlm, cache, chain, forget, retain, cfg, device: str) -> dict:
+    """The same request as ZeroGPU runs it (nscvf.zerogpu): weights on the device since start-up, the
+    session's chain passed in as CPU data and rebuilt inside the call, the adapter returned on the CPU.
+    One call per request, in this process (a ZeroGPU worker is a fork of it)."""
+    from nscvf import zerogpu
+    from nscvf.method import UnlearningChain
+
+    zerogpu.register_base(vlm)
+    session = UnlearningChain(vlm, cache)
+    state = zerogpu.chain_state(session)
+    job = zerogpu.ForgetJob(tuple(forget), cfg, retain=tuple(retain), target="Dravik")
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.time()
+    out = zerogpu.run("forget", state, job)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.time() - t
+    direct = chain.steps[0].adapter_state
+    same = all(torch.equal(direct[k], out.adapter_state[k]) for k in direct)
+    session.close()
+    return {"request_s": round(seconds, 2), "duration_asked_s": zerogpu.duration("forget")(state, job),
+            "same_weights_as_direct": same, "on_cpu": all(v.device.type == "cpu" for v in out.adapter_state.values())}  # fmt: skip
+
+
 def check(arch: str, size: str, device: str, dtype: torch.dtype, steps: int, n_forget: int, n_retain: int, px: int) -> dict:
     from nscvf.cache import Cache
     from nscvf.errors import ResourceError
@@ -195,6 +220,7 @@ def check(arch: str, size: str, device: str, dtype: torch.dtype, steps: int, n_f
         refused = {"message": str(e), "leak_gib": None if before is None else _gib(_allocated(device) - before)}
     finally:
         memory.free_memory = real_free
+    zg = zerogpu_shaped(vlm, cache, chain, forget, retain, cfg, device)
     tm = r.timings
     out = {
         "card": torch.cuda.get_device_name() if cuda else "cpu",
@@ -218,6 +244,7 @@ def check(arch: str, size: str, device: str, dtype: torch.dtype, steps: int, n_f
         "n_retain": r.n_retain,
         "visual_tokens": int(vlm.image_features(forget[:1])[0][0].shape[0]),
         "refused_request": refused,
+        "zerogpu": zg,
     }
     for c in [chain, *sessions]:
         c.close()

@@ -40,7 +40,11 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, tmp: Path, extra_env: dict | None = None):
+    """``python app.py`` of ``root`` (default this checkout) with ``python`` (default this interpreter);
+    ``extra_env`` values of None remove a variable."""
+
+    def __init__(self, tmp: Path, extra_env: dict | None = None, python: str | None = None, root: Path | None = None,
+                 timeout: float = 90):  # fmt: skip
         src = model_source()
         if src is None:
             pytest.skip("no model: assets/model is missing and NSCVF_MODEL is unset")
@@ -62,13 +66,15 @@ class AppServer:
         # Keep UMAP's JIT cache between runs when the caller shares one (it only holds compiled code).
         env.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "nscvf" / "numba"))
         env.update(extra_env or {})
+        env = {k: v for k, v in env.items() if v is not None}
+        root = Path(root or ROOT)
         self.log_path = self.tmp / "app.log"
         self._log = open(self.log_path, "w")
         self.t0 = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [python or sys.executable, str(root / "app.py")], cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self.serving_s = self._wait()
+        self.serving_s = self._wait(timeout)
 
     def _wait(self, timeout: float = 90) -> float:
         while time.time() - self.t0 < timeout:

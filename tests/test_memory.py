@@ -187,3 +187,5 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     for arch in ("llava", "qwen2vl"):
         assert keys <= set(data["gpu"][arch]), arch
         assert data["gpu"][arch]["steps"] == 2 and data["gpu"][arch]["card"] == "cpu"
+        zg = data["gpu"][arch]["zerogpu"]  # the ZeroGPU-shaped call: CPU adapter back, the same weights (CPU)
+        assert zg["on_cpu"] and zg["same_weights_as_direct"] and zg["duration_asked_s"] > 0

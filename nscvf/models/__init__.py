@@ -14,14 +14,10 @@ from nscvf.models import (
     qwen2vl,  # noqa: F401
 )
 from nscvf.models.base import VisionLanguageModel
-from nscvf.models.embedded import EMBEDDED_MODEL_DIR
 from nscvf.models.registry import FAMILIES
+from nscvf.source import default_source
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "default_source", "load_model", "wrap_model"]
-
-
-def default_source() -> str:
-    return os.environ.get("NSCVF_MODEL") or str(EMBEDDED_MODEL_DIR)
 
 
 def pick_device_dtype(device: str | None = None, dtype: str | None = None):

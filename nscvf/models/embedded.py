@@ -8,14 +8,11 @@ committed under ``assets/model``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from nscvf import world
-
-ASSETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets"
-EMBEDDED_MODEL_DIR = ASSETS_DIR / "model"
+from nscvf.source import ASSETS_DIR, EMBEDDED_MODEL_DIR  # noqa: F401  (defined where app.py can read them early)
 
 IMAGE_TOKEN = "<image>"
 # Short and fixed (FIELD.md: long prompts make small models degenerate). Mirrors LLaVA-1.5's format.
