@@ -36,6 +36,11 @@ def scoped(fn):
     return run
 
 
+def pool_tokens(tokens: list[torch.Tensor]) -> torch.Tensor:
+    """z(x) = L2-normalised mean over tokens, per image, (N, D) (METHOD.md, CVF representation)."""
+    return torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
+
+
 class VisionLanguageModel:
     """A loaded MLLM with its processor. ``model`` may be wrapped by peft; ``base`` never is."""
 
@@ -225,8 +230,7 @@ class VisionLanguageModel:
         for i in range(0, len(images), batch_size):
             feats = self.project_images(self.image_inputs(images[i : i + batch_size]))
             tokens += [f.float().cpu() for f in feats]
-        pooled = torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
-        return tokens, pooled
+        return tokens, pool_tokens(tokens)
 
     @scoped
     @torch.no_grad()
