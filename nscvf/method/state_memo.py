@@ -62,7 +62,8 @@ def features(vlm, state: tuple | None, images) -> tuple[list, torch.Tensor]:
     token features per image (memoised per image) and their pooled z(x)."""
     if state is None or not images:
         return vlm.image_features(images)
-    keys = [(state, image_fingerprint(im)) for im in images]
+    where = (state, *_where(vlm))  # the state's weights, and how its processor reads an image
+    keys = [(*where, image_fingerprint(im)) for im in images]
     tokens = memo.get_many("features", keys, lambda miss: vlm.image_features([images[i] for i in miss])[0])
     return tokens, pool_tokens(tokens)
 
@@ -108,7 +109,7 @@ def protected_covariances(work, state: tuple | None, layers: dict, images, progr
     inputs = image_inputs(work, images, fps)
     size = sum(m.in_features**2 * 8 for m in layers.values() if hasattr(m, "in_features"))
     chunked = state is not None and state[0] == "base" and size <= CHUNKED_BYTES
-    where = (state, tuple(sorted(layers)), str(work.device))
+    where = (state, *_where(work), tuple(sorted(layers)))
     total = None
     for part in chunks(fps) if chunked else [range(len(images))]:
 
