@@ -82,7 +82,7 @@ class Memo:
 
     # A request's image sets are ~1050 renders and ~900 processor inputs (~49 kB each on the embedded model),
     # its features ~9 kB an image there; a covariance chunk holds every tuned layer's sums (~10 MB there).
-    BUDGETS = {"render": 128 * 2**20, "image_inputs": 128 * 2**20, "features": 256 * 2**20, "covariance": 384 * 2**20}
+    BUDGETS = {"render": 128 * 2**20, "image_inputs": 128 * 2**20, "features": 128 * 2**20, "covariance": 512 * 2**20}
 
     def __init__(self, enabled: bool | None = None, budgets: dict | None = None, default: int = 64 * 2**20):
         self.enabled = os.environ.get("NSCVF_MEMO", "1") != "0" if enabled is None else enabled

@@ -18,7 +18,6 @@ set is the sum of its chunks' in their order, with the memo on or off.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import torch
 
@@ -26,8 +25,8 @@ from nscvf.cache import image_fingerprint, memo
 from nscvf.method.nullspace import CovarianceCollector
 from nscvf.models.base import pool_tokens
 
-CHUNK_EVERY = 40  # a covariance chunk ends after an image whose fingerprint is 0 modulo this (mean chunk size)
-CHUNK_MAX = 160  # ... or at this many images (rarely reached: a cut forced by length moves every later cut)
+CHUNK_EVERY = 32  # a covariance chunk ends after an image whose fingerprint is 0 modulo this (mean chunk size)
+CHUNK_MAX = 96  # ... or at this many images (a cut forced by length moves the cuts after it, until a content cut)
 BATCH = 64  # images per forward pass of the covariance pass
 CHUNKED_BYTES = 64 * 2**20  # covariances kept per chunk only while one set of sums is at most this big
 
@@ -46,14 +45,9 @@ def state_key(shared, adapters, chain_adapters, chain_fingerprint: str) -> tuple
     return ("chain", chain_fingerprint, configs)
 
 
-def _where(vlm) -> tuple:
-    """What a processor output depends on besides the image: these weights' processor, device and dtype."""
-    return (vlm.fingerprint, str(vlm.device), str(vlm.dtype), json.dumps(vlm.image_kwargs(), sort_keys=True))
-
-
 def image_inputs(vlm, images, fingerprints: list[str] | None = None) -> list[dict]:
     """``vlm.image_inputs([im])`` for each image."""
-    where, fps = _where(vlm), fingerprints or [image_fingerprint(im) for im in images]
+    where, fps = vlm.reading_key(), fingerprints or [image_fingerprint(im) for im in images]
     return memo.get_many("image_inputs", [(*where, f) for f in fps], lambda miss: [vlm.image_inputs([images[i]]) for i in miss])
 
 
@@ -62,7 +56,7 @@ def features(vlm, state: tuple | None, images) -> tuple[list, torch.Tensor]:
     token features per image (memoised per image) and their pooled z(x)."""
     if state is None or not images:
         return vlm.image_features(images)
-    where = (state, *_where(vlm))  # the state's weights, and how its processor reads an image
+    where = (state, *vlm.reading_key())  # the state's weights, and how the processor reads an image
     keys = [(*where, image_fingerprint(im)) for im in images]
     tokens = memo.get_many("features", keys, lambda miss: vlm.image_features([images[i] for i in miss])[0])
     return tokens, pool_tokens(tokens)
@@ -109,7 +103,7 @@ def protected_covariances(work, state: tuple | None, layers: dict, images, progr
     inputs = image_inputs(work, images, fps)
     size = sum(m.in_features**2 * 8 for m in layers.values() if hasattr(m, "in_features"))
     chunked = state is not None and state[0] == "base" and size <= CHUNKED_BYTES
-    where = (state, *_where(work), tuple(sorted(layers)))
+    where = (state, *work.reading_key(), tuple(sorted(layers)))
     total = None
     for part in chunks(fps) if chunked else [range(len(images))]:
 
