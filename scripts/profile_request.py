@@ -2,7 +2,7 @@
 request on the embedded model, with the process's caches off and on, side by side in one run (issue 20).
 
     python scripts/profile_request.py --json runs/profile_request.json [--target Dravik] [--warmup Mirel]
-        [--steps 40] [--top 25] [--modes off,on]
+        [--profile-target Quessa] [--steps 40] [--top 25] [--modes off,on]
 
 Per mode: the process memo (``nscvf.cache.memo``: renders, image inputs, features, covariances and text
 answers of a model state) is switched off or on and emptied, and the mode gets its own disk result cache in a
@@ -10,11 +10,11 @@ temporary folder, as the app has one (covariances, base answers). One warm-up re
 torch and both caches, then the measured request on ``--target`` runs timed. ``--warmup`` a different
 character than ``--target`` is a new visitor's new example (nothing of it is on disk); the same character is
 the same example clicked again by a new session (its covariances and base answers are on disk). A third
-request, on ``--profile-target`` (a character neither request asked about, so that its relation to the
-warm-up is the measured request's), runs under cProfile for the top functions (the profiler inflates its
-times; the phases come from the unprofiled run). The adapter weights of the measured request are compared
-across modes: the memo must change nothing but time. The machine may be shared: the load averages are
-printed and written next to every number; the ratio total / optimise is the figure load moves least.
+request, on ``--profile-target`` (a character neither asked about: a new example on the warm process), runs
+under cProfile for the top functions (the profiler inflates its times; the phases come from the unprofiled
+run). The adapter weights of the measured request are compared across modes: the memo must change nothing
+but time. The machine may be shared: the load averages are printed and written next to every number; the
+ratio total / optimise is the figure load moves least.
 """
 
 from __future__ import annotations
@@ -142,14 +142,20 @@ def main() -> None:
 
     import torch
 
+    from nscvf.errors import InputError
     from nscvf.models import load_model
     from nscvf.world import get_character
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"off", "on"}:
-        raise SystemExit("--modes: a comma-separated list of off and on")
+        p.error("--modes: a comma-separated list of off and on")
+    if args.steps < 1:
+        p.error("--steps: at least 1")
     for name in (args.target, args.warmup, args.profile_target):
-        get_character(name)  # a clear error for an unknown name before the model loads
+        try:
+            get_character(name)  # a clear error for an unknown name before the model loads
+        except InputError as e:
+            p.error(str(e))
     vlm = load_model()
     images = _forget_images(args.target)
     rows, states = [], {}
