@@ -24,12 +24,12 @@ def _forget_images(name, n=3):
 
 @pytest.fixture
 def memo_state():
-    """Leave the process memo as it was found (on, emptied)."""
+    """The process memo, emptied (its counts start at zero), switched back as it was afterwards; what it
+    holds then stays for later tests (it changes nothing but time)."""
     was = memo.enabled
     memo.clear()
     yield memo
     memo.configure(was)
-    memo.clear()
 
 
 def _chain_of_two(vlm):
