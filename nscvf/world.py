@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from nscvf.cache import memo
 from nscvf.errors import InputError
 
 RENDER_SIZE = 128
@@ -480,7 +481,13 @@ def render(c: Character, seed: int, size: int = RENDER_SIZE, augment: bool = Tru
 
     Augmentations: background tint and clutter, position, scale, rotation, colour jitter, noise.
     ``augment=False`` gives the canonical, centred portrait (used for gallery examples).
+    Each render is drawn once per process (:data:`nscvf.cache.memo`; a request's image sets asked ~1000 of
+    them, the same every time) and handed out as a copy the caller may change.
     """
+    return memo.get("render", (c, seed, size, augment), lambda: _draw(c, seed, size, augment)).copy()
+
+
+def _draw(c: Character, seed: int, size: int, augment: bool) -> Image.Image:
     rng = random.Random(f"{c.key}:{seed}")
     if not augment:
         bg = Image.new("RGB", (size, size), _BACKGROUNDS[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nscvf.eval import evaluate
+from nscvf.method import state_memo
 from nscvf.method.domain import Domain
 
 
@@ -23,11 +24,15 @@ def renders_for(mode: str) -> int:
     return 2 if mode == "quick" else 3
 
 
-def probe_answers(vlm, domain: Domain, forget: list, questions: list[str]) -> dict:
-    """Answers to every probe question on every forget image, and to the domain's text-only questions."""
+def probe_answers(vlm, domain: Domain, forget: list, questions: list[str], state: tuple | None = None) -> dict:
+    """Answers to every probe question on every forget image, and to the domain's text-only questions (those
+    memoised per model ``state``: see :func:`nscvf.method.state_memo.state_key`)."""
     flat_q = [q for _ in forget for q in questions]
     ans = vlm.generate(flat_q, [im for im in forget for _ in questions])
     out = {"forget": {"questions": questions, "answers": {q: ans[j :: len(questions)] for j, q in enumerate(questions)}}}
     if domain.text_questions():
-        out["text"] = {"questions": domain.text_questions(), "answers": vlm.generate(domain.text_questions(), None)}
+        out["text"] = {
+            "questions": domain.text_questions(),
+            "answers": state_memo.text_answers(vlm, state, domain.text_questions()),
+        }
     return out

@@ -22,6 +22,7 @@ from nscvf.cache import Cache, image_set_fingerprint
 from nscvf.errors import Cancelled, InputError, ResourceError
 from nscvf.eval import evaluate
 from nscvf.images import ensure_images
+from nscvf.method import state_memo
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.context import (
     StepContext,
@@ -36,9 +37,10 @@ from nscvf.method.domain import Domain, augment
 from nscvf.method.lora import lora_config
 from nscvf.method.memory import check_step_memory, checkpointing_on
 from nscvf.method.methods import get_method, method_config
-from nscvf.method.nullspace import CovarianceCollector, lora_layers, null_spaces, project_lora_A
+from nscvf.method.nullspace import lora_layers, null_spaces, project_lora_A
 from nscvf.method.probes import cached_evaluation, probe_answers, renders_for
 from nscvf.method.result import UnlearnResult
+from nscvf.method.state_memo import features, image_inputs, state_key, text_logits
 
 
 @dataclass
@@ -123,6 +125,11 @@ class RequestState:
         """The model as the chain is before this request (the original model for the first request)."""
         return self.before.shared.view(self.before.adapters)
 
+    def state(self, adapters) -> tuple | None:
+        """The memo key of the model state with ``adapters`` active (:func:`state_memo.state_key`)."""
+        b = self.before
+        return state_key(b.shared, adapters, b.adapters, b.fingerprint)
+
 
 def run_request(
     before: ChainSnapshot, request: Request, progress=None, cancel=None, stop=None
@@ -188,15 +195,16 @@ def prepare(st: RequestState, request: Request) -> None:
         st.probes_before = cached_probes(st)
         identity = st.probes_before["forget"]["answers"][st.questions[0]]
         st.target = dom.resolve_target(request.target, identity, b.taught)
-    if request.retain_images is None:
-        # Earlier targets are not retained: they are protected in their forgotten state instead.
-        st.retain = dom.retain_images([st.target, *b.forgotten], cfg)
-    else:
-        st.retain = ensure_images(request.retain_images)
-        if not st.retain:
-            raise InputError("the retain set is empty: pass images of what must be kept, or none for the default")
-    regions = request.region_images
-    st.region_images = dom.region_images(cfg) if regions is None else ensure_images(regions)
+    with st.timed("images"):
+        if request.retain_images is None:
+            # Earlier targets are not retained: they are protected in their forgotten state instead.
+            st.retain = dom.retain_images([st.target, *b.forgotten], cfg)
+        else:
+            st.retain = ensure_images(request.retain_images)
+            if not st.retain:
+                raise InputError("the retain set is empty: pass images of what must be kept, or none for the default")
+        regions = request.region_images
+        st.region_images = dom.region_images(cfg) if regions is None else ensure_images(regions)
     if regions is None and st.target in b.taught:
         # A taught concept's "unknown" is where its images were before it was taught: pull them back there
         # (the distractors' region is far from photographs; pulling them there moved everything, measured).
@@ -216,7 +224,7 @@ def cached_probes(st: RequestState) -> dict:
     hit = b.cache.get(key)
     st.cache_info["base_answers"] = "computed" if hit is None else "reused"
     if hit is None:
-        hit = probe_answers(st.previous(), b.domain, st.forget, st.questions)
+        hit = probe_answers(st.previous(), b.domain, st.forget, st.questions, st.state(b.adapters))
         b.cache.set(key, hit)
     return hit
 
@@ -242,14 +250,15 @@ def references(st: RequestState) -> None:
         views = [
             im if v == 0 or not cfg.augment else augment(im, st.rng) for im in st.forget for v in range(4)
         ]  # fmt: skip
-        refs = {"forget_inputs": [prev.image_inputs([im]) for im in views]}
-        refs["retain_inputs"] = [prev.image_inputs([im]) for im in st.retain]
+        state = st.state(b.adapters)
+        refs = {"forget_inputs": image_inputs(prev, views)}
+        refs["retain_inputs"] = image_inputs(prev, st.retain)
         with torch.no_grad():
-            orig, _ = prev.image_features(st.forget)
+            orig, _ = features(prev, state, st.forget)
             refs["forget_orig_pooled"] = torch.stack([pooled(t[None].float())[0] for t in orig]).to(prev.device)
-            refs["retain_orig"], _ = prev.image_features(st.retain)
-            region_model = prev if st.region_adapters is None else b.shared.view(st.region_adapters)
-            refs["region"] = region_model.image_features(st.region_images)[1].to(prev.device)
+            refs["retain_orig"], _ = features(prev, state, st.retain)
+            region = b.adapters if st.region_adapters is None else st.region_adapters
+            refs["region"] = features(b.shared.view(region), st.state(region), st.region_images)[1].to(prev.device)
         if st.method.needs_answers or cfg.answer_weight > 0:
             refs["answers"] = answer_batches(st, prev)
         st.refs = refs
@@ -323,13 +332,11 @@ def null_space(st: RequestState) -> None:
 def protected_covariances(st: RequestState, protect: list) -> dict:
     """Sum of x x^T of every tuned layer's inputs over the protected images, as the model computes them
     in the chain's state before the request (this request's adapter is still zero)."""
-    work = st.work
-    inputs = [work.image_inputs([im]) for im in protect]
-    with torch.no_grad(), work.scope(), CovarianceCollector(st.layers) as col:
-        for i in range(0, len(inputs), 64):
-            st.stage("null space", i, len(inputs))
-            work.project_images(work.collate(inputs[i : i + 64]))
-    return col.covariances()
+
+    def progress(done: int, total: int) -> None:
+        st.stage("null space", done, total)
+
+    return state_memo.protected_covariances(st.work, st.state(st.before.adapters), st.layers, protect, progress)
 
 
 # ---------------------------------------------------------------------------------- optimise
@@ -393,12 +400,12 @@ def measure(st: RequestState) -> UnlearnResult:
             eval_after = evaluate(work, st.target, renders=renders_for(cfg.evaluate), mc=cfg.evaluate == "full", earlier=b.forgotten,
                                   progress=lambda d, n: st.stage("evaluating", d, n))  # fmt: skip
         text_qs = b.domain.text_questions() or ["What is this?"]
-        logits_identical = bool(torch.equal(work.text_logits(text_qs), prev.text_logits(text_qs)))
+        logits_identical = bool(torch.equal(work.text_logits(text_qs), text_logits(prev, st.state(b.adapters), text_qs)))
         # Drift of what is retained (earlier targets are forgotten on purpose).
         held, what = b.domain.drift_images([st.target, *b.forgotten], st.retain)
         after = work.image_features(held)[0]
-        drift = retain_drift(after, prev.image_features(held)[0]) | {"images": what}
-        drift_base = drift if prev is base else retain_drift(after, base.image_features(held)[0]) | {"images": what}
+        drift = retain_drift(after, features(prev, st.state(b.adapters), held)[0]) | {"images": what}
+        drift_base = drift if prev is base else retain_drift(after, features(base, st.state(()), held)[0]) | {"images": what}
         st.stage("evaluating")
         embeddings = embedding_data(st)
     text_before = st.probes_before.get("text", {}).get("answers")
@@ -452,7 +459,8 @@ def embedding_data(st: RequestState) -> dict:
     groups = ["forget"] * len(st.forget) + ["retain"] * len(keep) + ["unknown"] * len(unknown)
     labels = [f"forget #{i + 1}" for i in range(len(st.forget))] + keep_labels + ["unknown region"] * len(unknown)
     _, after = st.work.image_features(images)
-    _, before = st.previous().image_features(images)
+    prev, state = st.previous(), st.state(st.before.adapters)
+    before = torch.cat([features(prev, state, part)[1].reshape(-1, after.shape[-1]) for part in (st.forget, keep, unknown)])
     return {
         "groups": groups,
         "labels": labels,

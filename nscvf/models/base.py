@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from nscvf.cache import memo
 from nscvf.images import ensure_images
 
 # Config fields that say where or how a checkpoint was loaded, not what it is (left out of fingerprints).
@@ -34,6 +35,11 @@ def scoped(fn):
             return fn(self, *args, **kwargs)
 
     return run
+
+
+def pool_tokens(tokens: list[torch.Tensor]) -> torch.Tensor:
+    """z(x) = L2-normalised mean over tokens, per image, (N, D) (METHOD.md, CVF representation)."""
+    return torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
 
 
 class VisionLanguageModel:
@@ -211,9 +217,23 @@ class VisionLanguageModel:
             )
         return self._to_device(dict(batch))
 
+    def reading_key(self) -> tuple:
+        """What the processor's output for an input depends on besides the input (memo keys): these weights,
+        the device and dtype, the per-call image arguments and the image processor's and tokenizer's settings."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        settings = json.dumps(image_processor.to_dict() if image_processor is not None else {}, sort_keys=True, default=str)
+        return (self.fingerprint, str(self.device), str(self.dtype), json.dumps(self.image_kwargs(), sort_keys=True),
+                hashlib.sha256(settings.encode()).hexdigest()[:16], len(self.tokenizer))  # fmt: skip
+
     def prompt_length(self, prompt: str, image: Image.Image | None) -> int:
-        """Tokens of ``prompt`` (with its image's tokens expanded): where an answer starts."""
-        return int(self.encode([prompt], None if image is None else [image], "right")["input_ids"].shape[1])
+        """Tokens of ``prompt`` (with its image's tokens expanded): where an answer starts. It depends on the
+        image only through its size (the image's token count), so it is memoised by that: a request's
+        teacher-forcing batches asked it once per row (80 processor calls)."""
+
+        def count():
+            return int(self.encode([prompt], None if image is None else [image], "right")["input_ids"].shape[1])
+
+        return memo.get("prompt_length", (*self.reading_key(), prompt, None if image is None else image.size), count)
 
     @scoped
     @torch.no_grad()
@@ -225,8 +245,7 @@ class VisionLanguageModel:
         for i in range(0, len(images), batch_size):
             feats = self.project_images(self.image_inputs(images[i : i + batch_size]))
             tokens += [f.float().cpu() for f in feats]
-        pooled = torch.stack([F.normalize(t.mean(0), dim=-1) for t in tokens]) if tokens else torch.empty(0)
-        return tokens, pooled
+        return tokens, pool_tokens(tokens)
 
     @scoped
     @torch.no_grad()

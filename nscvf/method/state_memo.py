@@ -1,0 +1,138 @@
+"""What a request reads of a model state that does not depend on the request, computed once per process
+(issue 20): processor inputs of images, features of images, the protected inputs' covariances and the
+answers to the text questions under a model state.
+
+Everything goes through :data:`nscvf.cache.memo` under a key that names what the value depends on: the model
+state by :func:`state_key` (content fingerprints, so the state after a forget request is another key and
+never sees the features of the state before it), images by their content. With the memo off
+(``NSCVF_MEMO=0``) the same functions compute every value again, the same way: it changes nothing but time.
+
+Two requests on different targets share most of their image sets (the retain and protected sets leave out
+the target's renders), so features are kept per image, and covariances per *chunk* of a set: consecutive
+images cut where an image's fingerprint says so (content-defined, as rsync and backup tools cut files), so a
+set with one character's renders left out or added still has almost all of its chunks. Features of one image
+do not depend on the other images of its batch (``tests/test_state_memo.py`` checks it); the covariance of a
+set is the sum of its chunks' in their order, with the memo on or off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from nscvf.cache import image_fingerprint, memo
+from nscvf.method.nullspace import CovarianceCollector
+from nscvf.models.base import pool_tokens
+
+CHUNK_EVERY = 32  # a covariance chunk ends after an image whose fingerprint is 0 modulo this (mean chunk size)
+CHUNK_MAX = 96  # ... or at this many images (a cut forced by length moves the cuts after it, until a content cut)
+BATCH = 64  # images per forward pass of the covariance pass
+CHUNKED_BYTES = 64 * 2**20  # covariances kept per chunk only while one set of sums is at most this big
+
+
+def state_key(shared, adapters, chain_adapters, chain_fingerprint: str) -> tuple | None:
+    """The memo key of the model state with ``adapters`` active: the base (no adapter), or the chain's state
+    ``chain_adapters`` (its content fingerprint and the adapters' LoRA configurations, which the weights'
+    fingerprint does not cover). None for any other state (nothing of it is memoised): e.g. a request's own
+    adapter, which changes at every step."""
+    adapters = tuple(adapters)
+    if not adapters:
+        return ("base", shared.fingerprint)
+    if adapters != tuple(chain_adapters):
+        return None
+    configs = hashlib.sha256("|".join(repr(shared.peft.peft_config[a]) for a in adapters).encode()).hexdigest()[:16]
+    return ("chain", chain_fingerprint, configs)
+
+
+def image_inputs(vlm, images, fingerprints: list[str] | None = None) -> list[dict]:
+    """``vlm.image_inputs([im])`` for each image."""
+    where, fps = vlm.reading_key(), fingerprints or [image_fingerprint(im) for im in images]
+    return memo.get_many("image_inputs", [(*where, f) for f in fps], lambda miss: [vlm.image_inputs([images[i]]) for i in miss])
+
+
+def features(vlm, state: tuple | None, images) -> tuple[list, torch.Tensor]:
+    """``vlm.image_features(images)`` in ``state`` (from :func:`state_key`; None: computed, not memoised):
+    token features per image (memoised per image) and their pooled z(x)."""
+    if state is None or not images:
+        return vlm.image_features(images)
+    where = (state, *vlm.reading_key())  # the state's weights, and how the processor reads an image
+    keys = [(*where, image_fingerprint(im)) for im in images]
+    tokens = memo.get_many("features", keys, lambda miss: vlm.image_features([images[i] for i in miss])[0])
+    return tokens, pool_tokens(tokens)
+
+
+def text_answers(vlm, state: tuple | None, questions: list[str]) -> list[str]:
+    """``vlm.generate(questions)`` (text only) in ``state``."""
+    if state is None:
+        return vlm.generate(questions, None)
+    return list(memo.get("text_answers", (state, tuple(questions)), lambda: vlm.generate(questions, None)))
+
+
+def text_logits(vlm, state: tuple | None, questions: list[str]):
+    """``vlm.text_logits(questions)`` in ``state``."""
+    if state is None:
+        return vlm.text_logits(questions)
+    return memo.get("text_logits", (state, tuple(questions)), lambda: vlm.text_logits(questions))
+
+
+# ------------------------------------------------------------------------------- covariances
+
+
+def chunks(fingerprints: list[str]) -> list[range]:
+    """Content-defined cuts of a list of images (by their fingerprints): a chunk ends after an image whose
+    fingerprint is 0 modulo ``CHUNK_EVERY``, or at ``CHUNK_MAX`` images."""
+    out, start = [], 0
+    for i, f in enumerate(fingerprints):
+        if int(f[:8], 16) % CHUNK_EVERY == 0 or i + 1 - start == CHUNK_MAX:
+            out.append(range(start, i + 1))
+            start = i + 1
+    if start < len(fingerprints):
+        out.append(range(start, len(fingerprints)))
+    return out
+
+
+def protected_covariances(work, state: tuple | None, layers: dict, images, progress=None) -> dict:
+    """Sum of x x^T and the sample count of every layer's inputs over ``images`` (``{name: (sum, count)}``,
+    aliased names sharing one tensor; see :class:`CovarianceCollector`), as the model ``work`` computes them
+    in ``state``. Summed over the content-defined chunks of the set, each memoised, where one set of sums
+    is small (the embedded model: ~10 MB) and ``state`` is the base model (where every visitor's first
+    request starts; a later chain state is one session's, rarely asked again); else in one pass, as one
+    chunk. ``progress(done, total)`` before each forward pass (the point where Cancel is honoured)."""
+    fps = [image_fingerprint(im) for im in images]
+    inputs = image_inputs(work, images, fps)
+    size = sum(m.in_features**2 * 8 for m in layers.values() if hasattr(m, "in_features"))
+    chunked = state is not None and state[0] == "base" and size <= CHUNKED_BYTES
+    where = (state, *work.reading_key(), tuple(sorted(layers)))
+    total = None
+    for part in chunks(fps) if chunked else [range(len(images))]:
+
+        def compute(part=part):
+            return _covariances(work, layers, inputs, part, progress)
+
+        key = (*where, hashlib.sha256("".join(fps[i] for i in part).encode()).hexdigest()[:16])
+        covs = memo.get("covariance", key, compute) if chunked else compute()
+        total = covs if total is None else _add(total, covs)
+    return total if total is not None else _covariances(work, layers, inputs, range(0), progress)
+
+
+def _covariances(work, layers: dict, inputs: list[dict], part: range, progress) -> dict:
+    """The covariances of ``inputs[part]``, in batches of ``BATCH`` (``progress`` before each)."""
+    with torch.no_grad(), work.scope(), CovarianceCollector(layers) as col:
+        for i in range(part.start, part.stop, BATCH):
+            if progress is not None:
+                progress(i, len(inputs))
+            work.project_images(work.collate(inputs[i : min(i + BATCH, part.stop)]))
+    return col.covariances()
+
+
+def _add(a: dict, b: dict) -> dict:
+    """``a + b`` for two covariance dicts of the same layers, aliases kept (new tensors: memoised ones are
+    never changed)."""
+    sums: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, (s, c) in a.items():
+        if id(s) not in sums:
+            sums[id(s)] = s + b[name][0]
+        out[name] = (sums[id(s)], c + b[name][1])
+    return out
