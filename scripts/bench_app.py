@@ -34,6 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nscvf.method.config import UnlearnConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -174,8 +176,6 @@ def main(argv=None) -> int:
     warm_paths = sorted((ROOT / "assets" / "examples" / args.warm_character).glob("*.png"))
     if not paths or not warm_paths:
         raise SystemExit(f"no example renders for {args.character!r} / {args.warm_character!r}: run scripts/make_examples.py")
-    from nscvf.method.config import UnlearnConfig
-
     d = {k: v["default"] for k, v in UnlearnConfig.fields_help().items()}
     for kv in args.set:
         k, _, v = kv.partition("=")

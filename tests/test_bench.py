@@ -4,7 +4,9 @@ markdown tables, and re-rendering a saved run with `nscvf bench --from-json`."""
 
 import json
 
-from nscvf import bench, evidence
+from nscvf import bench
+from nscvf.bench import evidence
+from nscvf.bench.run import run_bench
 from nscvf.cli import main
 
 SPREAD_KEYS = {
@@ -40,16 +42,8 @@ def test_bench_smallest_run_and_rerender(tmp_path, capsys, monkeypatch, embedded
     evidence.gold_path("Mirel", gold_dir).write_text(json.dumps(record))
     monkeypatch.setenv("NSCVF_GOLD_DIR", str(gold_dir))
     seen = []
-    res = bench.run_bench(
-        targets=["Mirel"],
-        methods=["nscvf", "ga"],
-        steps=4,
-        renders=1,
-        continual_n=2,
-        seeds=2,
-        progress=lambda m: None,
-        partial=seen.append,
-    )
+    settings = bench.BenchSettings(targets=("Mirel",), methods=("nscvf", "ga"), steps=4, renders=1, continual_n=2, seeds=2)
+    res = run_bench(settings, progress=lambda m: None, partial=seen.append)
     assert [sorted(p["per_target"]) for p in seen] == [["nscvf"], ["ga", "nscvf"]]  # partial results after each method
     base_vs_gold = res["base"]["gold"]["Mirel"]["original_vs_gold"]
     assert base_vs_gold["ks_stat"] == 0.0 and base_vs_gold["gold_agreement"]["target"] == 1.0  # the same model

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from nscvf.method.cvf import contrastive_forget_loss, pooled, retain_drift, retain_loss
+from nscvf.method.contrastive import contrastive_forget_loss, pooled, retain_drift, retain_loss
 from nscvf.method.nullspace import CovarianceCollector, null_space_projector
 
 

@@ -31,7 +31,7 @@ from nscvf.method.context import (
     split,
     teacher_forcing_batch,
 )
-from nscvf.method.cvf import pooled, retain_drift
+from nscvf.method.contrastive import pooled, retain_drift
 from nscvf.method.domain import Domain, augment
 from nscvf.method.lora import lora_config
 from nscvf.method.memory import check_step_memory, checkpointing_on

@@ -219,7 +219,7 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     """What teaching did: the name on held-out views, other images that changed or took the new name,
     text-only answers against the state before, and the embedding-plot data (the new cluster). ``seen``:
     the concept's images, the keep images, the answers before and the identity question."""
-    from nscvf.method.cvf import retain_drift
+    from nscvf.method.contrastive import retain_drift
 
     images, keep, before, question = seen["images"], seen["keep"], seen["before"], seen["question"]
     held = [heldout_view(im, random.Random(cfg.seed + 5000 + i)) for i, im in enumerate(images) for _ in range(4)]
