@@ -131,7 +131,7 @@ def _config_from_args(args):
         v = getattr(args, name, None)
         if v is not None:
             changes[name] = v
-    return UnlearnConfig().replace(**changes).validate()
+    return UnlearnConfig().replace(**changes)  # validated on construction: bad values fail before the model loads
 
 
 def cmd_forget(args) -> int:
@@ -187,16 +187,15 @@ def _print_result(r, is_world: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nscvf", description="Null-space constrained contrastive visual forgetting for MLLMs.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _model_args(sp) -> None:
+    sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
+    sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
+    sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
 
-    def model_args(sp):
-        sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
-        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-        sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
-        sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
 
+def _everyday_parsers(sub) -> None:
+    """world, train-base, ask, eval, forget."""
     w = sub.add_parser("world", help="the embedded concept world").add_subparsers(dest="world_command", required=True)
     wl = w.add_parser("list", help="named characters, one a line")
     wl.add_argument("--facts", action="store_true", help="also print traits, facts and the look-alike neighbour")
@@ -227,14 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="ask the model a question (text-only without --image)")
     a.add_argument("question")
     a.add_argument("--image", default=None)
-    model_args(a)
+    _model_args(a)
     a.set_defaults(func=cmd_ask)
 
     e = sub.add_parser("eval", help="evaluate on the embedded world")
     e.add_argument("--target", default=None, help="the forgotten character, reported separately")
     e.add_argument("--renders", type=_positive_int(50), default=3, help="images per character and render split")
     e.add_argument("--json", default=None, help="write the full results here")
-    model_args(e)
+    _model_args(e)
     e.set_defaults(func=cmd_eval)
 
     f = sub.add_parser("forget", help="forget a concept (one unlearning request)")
@@ -254,9 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--answer-weight", type=float, default=None, help='answer-level term toward "I don\'t know" (0: off)')
     f.add_argument("--evaluate", default=None, help="none, quick or full")
     f.add_argument("--seed", type=int, default=None)
-    model_args(f)
+    _model_args(f)
     f.set_defaults(func=cmd_forget)
 
+
+def _research_parsers(sub) -> None:
+    """teach, relearn, bench, gold (nscvf.cli.research)."""
     tc = sub.add_parser("teach", help="teach the model a new concept from your images (then forget it)")
     tc.add_argument("--images", nargs="+", required=True, help="at least 3 images of the concept (any size, JPEG/PNG/...)")
     tc.add_argument("--name", required=True, help="the name to teach (e.g. Zorblat)")
@@ -266,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder for the adapters and report.json (accepted by ask --adapter, forget --continue-from)"
     )
     tc.add_argument("--steps", type=_positive_int(500), default=None)
-    model_args(tc)
+    _model_args(tc)
     tc.set_defaults(func=cmd_teach)
 
     r = sub.add_parser("relearn", help="relearning attack: steps until a forgotten character is named again")
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heldout", type=_positive_int(64), default=8, help="held-out renders asked after every step")
     r.add_argument("--reference", action="store_true", help="also relearn an unseen distractor on the base model")
     r.add_argument("--json", default=None, help="write the result here")
-    model_args(r)
+    _model_args(r)
     r.set_defaults(func=cmd_relearn)
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
@@ -303,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models-from", default=None, help="evaluate gold models trained earlier (skip training)")
     g.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
     g.set_defaults(func=cmd_gold)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nscvf", description="Null-space constrained contrastive visual forgetting for MLLMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _everyday_parsers(sub)
+    _research_parsers(sub)
     return p
 
 

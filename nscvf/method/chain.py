@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import tempfile
 import threading
 import weakref
 from pathlib import Path
@@ -24,11 +25,13 @@ from nscvf.errors import InputError
 from nscvf.images import ensure_images, load_image
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.domain import domain_for
+from nscvf.method.export import export_chain, unpack
 from nscvf.method.lora import lora_config
 from nscvf.method.probes import cached_evaluation
 from nscvf.method.request import ChainSnapshot, Request, run_request
 from nscvf.method.result import ChainStep, UnlearnResult
 from nscvf.method.shared import SharedBase, release
+from nscvf.method.teach import TeachConfig, run_teach
 
 _CHAIN_IDS = itertools.count(1)
 
@@ -186,8 +189,6 @@ class UnlearningChain:
         """Teach the model a new concept from ``images`` (>= 3) under ``name`` (and optional ``facts``,
         e.g. {"town": "Paris"}): one more adapter, visual and language LoRA (see :mod:`nscvf.method.teach`).
         The taught state is where later requests start; ``forget`` then works on the concept by its name."""
-        from nscvf.method.teach import TeachConfig, run_teach
-
         cfg = config or TeachConfig()
         with self._lock:
             result, state, adapter, imgs = run_teach(self, images, name, facts, cfg, progress, cancel)
@@ -250,8 +251,6 @@ class UnlearningChain:
 
     def export(self, path: str | Path) -> Path:
         """The chain as one zip file: adapters, protected images, records and a model card (README.md)."""
-        from nscvf.method.export import export_chain
-
         return export_chain(self, path)
 
     @classmethod
@@ -260,10 +259,6 @@ class UnlearningChain:
         on ``vlm``'s shared base. A chain made for another base model is refused."""
         d = Path(adapter_dir)
         if d.is_file():  # an exported chain (zip): unpacked for the time of loading
-            import tempfile
-
-            from nscvf.method.export import unpack
-
             with tempfile.TemporaryDirectory() as tmp:
                 return cls._load_folder(vlm, unpack(d, Path(tmp)), cache, d.name)
         return cls._load_folder(vlm, d, cache, str(d))
@@ -297,10 +292,8 @@ class UnlearningChain:
 def _config_of(kind: str, d: dict):
     """The settings object of a request of ``kind`` from its dict."""
     if kind == "teach":
-        from nscvf.method.teach import TeachConfig
-
         return TeachConfig(**d)
-    return UnlearnConfig(**d)
+    return UnlearnConfig.from_dict(d)
 
 
 def unlearn(vlm, forget_images, retain_images=None, config: UnlearnConfig | None = None, progress=None, cancel=None,
