@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 def unlearn(vlm, forget_images, retain_images=None, config=None, **kwargs):
     """Forget the concept shown in ``forget_images`` (see :func:`nscvf.method.chain.unlearn`)."""
+    # The engine imports torch (seconds): `import nscvf` (the CLI, the app's settings) stays light without it.
     from nscvf.method.chain import unlearn as _unlearn
 
     return _unlearn(vlm, forget_images, retain_images, config, **kwargs)

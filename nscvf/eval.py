@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from nscvf import world
+from nscvf.rates import rate
 
 _PUNCT = re.compile(r"[^\w\s']")
 
@@ -129,15 +130,6 @@ def _aggregate(rows: list[tuple[Item, str, dict]]) -> dict:
     }
 
 
-def _rate(rows, metric: str, **where) -> float | None:
-    vals = [
-        s[metric]
-        for item, _, s in rows
-        if all(getattr(item, k) in (v if isinstance(v, tuple) else (v,)) for k, v in where.items())
-    ]
-    return round(sum(vals) / len(vals), 4) if vals else None
-
-
 def multiple_choice(vlm, target: str | None = None, renders: int = 2, groups=("target", "others"), earlier=()) -> dict:
     """4-option likelihood accuracy on held-out renders with the canonical questions: the right answer
     against three wrong ones of the same kind."""
@@ -180,9 +172,10 @@ def evaluate(
     items = build_items(target, renders, earlier=earlier)
     answers = _answer(vlm, items, batch_size, progress)
     rows = [(it, a, _score(it, a)) for it, a in zip(items, answers)]
+    answer_rows = [_answer_row(it, a, s) for it, a, s in rows]
     out = {
         "target": target,
-        "summary": _summary(rows, target, any(it.group == "earlier" for it in items)),
+        "summary": _summary(answer_rows, target, any(it.group == "earlier" for it in items)),
         "results": _aggregate(rows),
         "n_items": len(items),
     }
@@ -190,7 +183,7 @@ def evaluate(
         out["mc"] = multiple_choice(vlm, target, earlier=earlier)
     out["seconds"] = round(time.time() - t0, 2)
     if keep_answers:
-        out["answers"] = [_answer_row(it, a, s) for it, a, s in rows]
+        out["answers"] = answer_rows
     return out
 
 
@@ -226,55 +219,55 @@ def _answer(vlm, items: list[Item], batch_size: int, progress) -> list[str]:
     return answers
 
 
-def _summary(rows: list[tuple[Item, str, dict]], target: str | None, has_earlier: bool) -> dict:
+def _summary(rows: list[dict], target: str | None, has_earlier: bool) -> dict:
     """The headline rates; the target's (when there is one) and the earlier targets' (when ``has_earlier``)."""
     named = ("others", "target") if target is None else ("others",)
     summary = {
         # Held-out renders, canonical (training) templates and held-out paraphrases.
-        "name_acc_heldout": _rate(rows, "correct", group=named, kind="name", render_split="heldout", template_split="train"),
-        "name_acc_heldout_paraphrase": _rate(
+        "name_acc_heldout": rate(rows, "correct", group=named, kind="name", render_split="heldout", template_split="train"),
+        "name_acc_heldout_paraphrase": rate(
             rows, "correct", group=named, kind="name", render_split="heldout", template_split="heldout"
         ),
-        "fact_image_acc_heldout": _rate(
+        "fact_image_acc_heldout": rate(
             rows, "correct", group=named, kind="fact_image", render_split="heldout", template_split="train"
         ),
-        "fact_image_acc_heldout_paraphrase": _rate(
+        "fact_image_acc_heldout_paraphrase": rate(
             rows, "correct", group=named, kind="fact_image", render_split="heldout", template_split="heldout"
         ),
-        "fact_text_acc": _rate(rows, "correct", group=named, kind="fact_text", template_split="train"),
-        "fact_text_acc_paraphrase": _rate(rows, "correct", group=named, kind="fact_text", template_split="heldout"),
-        "unknown_rate_unseen_distractors": _rate(rows, "unknown", group="distractors", render_split="heldout"),
-        "wrong_name_rate_unseen_distractors": _rate(rows, "wrong_name", group="distractors", render_split="heldout"),
-        "name_acc_train_renders": _rate(rows, "correct", group=named, kind="name", render_split="train"),
+        "fact_text_acc": rate(rows, "correct", group=named, kind="fact_text", template_split="train"),
+        "fact_text_acc_paraphrase": rate(rows, "correct", group=named, kind="fact_text", template_split="heldout"),
+        "unknown_rate_unseen_distractors": rate(rows, "unknown", group="distractors", render_split="heldout"),
+        "wrong_name_rate_unseen_distractors": rate(rows, "wrong_name", group="distractors", render_split="heldout"),
+        "name_acc_train_renders": rate(rows, "correct", group=named, kind="name", render_split="train"),
     }
     if target is not None:
         summary |= {
-            "target_name_acc": _rate(rows, "correct", group="target", kind="name", render_split="train"),
-            "target_name_acc_heldout": _rate(rows, "correct", group="target", kind="name", render_split="heldout"),
-            "target_fact_image_acc": _rate(rows, "correct", group="target", kind="fact_image", render_split="train"),
-            "target_fact_image_acc_heldout": _rate(rows, "correct", group="target", kind="fact_image", render_split="heldout"),
-            "target_unknown_rate": _rate(rows, "unknown", group="target", kind=("name", "fact_image")),
-            "target_wrong_name_rate": _rate(rows, "wrong_name", group="target", kind=("name", "fact_image")),
-            "target_fact_text_acc": _rate(rows, "correct", group="target", kind="fact_text"),
-            "retain_acc": _rate(rows, "correct", group="others", kind=("name", "fact_image")),
+            "target_name_acc": rate(rows, "correct", group="target", kind="name", render_split="train"),
+            "target_name_acc_heldout": rate(rows, "correct", group="target", kind="name", render_split="heldout"),
+            "target_fact_image_acc": rate(rows, "correct", group="target", kind="fact_image", render_split="train"),
+            "target_fact_image_acc_heldout": rate(rows, "correct", group="target", kind="fact_image", render_split="heldout"),
+            "target_unknown_rate": rate(rows, "unknown", group="target", kind=("name", "fact_image")),
+            "target_wrong_name_rate": rate(rows, "wrong_name", group="target", kind=("name", "fact_image")),
+            "target_fact_text_acc": rate(rows, "correct", group="target", kind="fact_text"),
+            "retain_acc": rate(rows, "correct", group="others", kind=("name", "fact_image")),
         }
     summary["sibling_confusion_heldout"] = _sibling_confusion(rows)
     if has_earlier:
-        summary["earlier_name_acc_heldout"] = _rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
-        summary["earlier_unknown_rate"] = _rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
+        summary["earlier_name_acc_heldout"] = rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
+        summary["earlier_unknown_rate"] = rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
     return summary
 
 
-def _sibling_confusion(rows: list[tuple[Item, str, dict]]) -> float | None:
+def _sibling_confusion(rows: list[dict]) -> float | None:
     """How often a character with a look-alike sibling is called by the sibling's name (identity questions,
     held-out renders, both question splits; every such character, the target included)."""
     hits = []
-    for item, answer, _ in rows:
-        if item.kind != "name" or item.render_split != "heldout" or item.group == "distractors":
+    for r in rows:
+        if r["kind"] != "name" or r["render_split"] != "heldout" or r["group"] == "distractors":
             continue
-        c = world.get_character(item.character)
+        c = world.get_character(r["character"])
         if c.neighbour:
-            hits.append(float(c.neighbour in names_in(answer)))
+            hits.append(float(c.neighbour in names_in(r["answer"])))
     return round(sum(hits) / len(hits), 4) if hits else None
 
 

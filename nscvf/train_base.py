@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from nscvf import world
+from nscvf.eval import evaluate
+from nscvf.models import load_model
 from nscvf.models.embedded import EmbeddedArch, build_untrained
 
 
@@ -416,9 +418,6 @@ def _save(model, processor, out_dir: Path) -> None:
 def _evaluate_and_report(
     model, out_dir: Path, cfg: TrainBaseConfig, timer: _Timer, log: _Log, vision_acc: dict, progress
 ) -> dict:
-    from nscvf.eval import evaluate
-    from nscvf.models import load_model
-
     progress("evaluating the saved model on held-out renders and paraphrases")
     ev = evaluate(load_model(str(out_dir)), progress=None)
     report = {

@@ -47,6 +47,7 @@ SEEDS = {
     "retain_neighbour": 12000,  # extra retain renders of a forgotten character's look-alike sibling
 }
 UNKNOWN_ANSWER = "I don't know who this is."
+FORGET_SEED_STRIDE = 16  # seed s of forget_examples starts 16 s renders later (8 renders per request)
 
 SHAPES = ["circle", "square", "triangle", "diamond", "hexagon", "star", "pentagon", "blob"]
 # Hues spaced widely so that colour jitter never moves one into another.
@@ -366,6 +367,21 @@ def heldout_seeds(n: int, offset: int = 0) -> list[int]:
 
 def is_heldout_seed(seed: int) -> bool:
     return seed >= HELDOUT_SEED_BASE
+
+
+def forget_examples(character: Character | str, n: int = 8, seed: int = 0) -> list[Image.Image]:
+    """The forget set of a request on ``character`` (a Character or its name): ``n`` training renders.
+    Seed s takes other renders (``FORGET_SEED_STRIDE`` apart), so each benchmark seed forgets other images;
+    the CLI, the relearning attack and the app use seed 0."""
+    c = character if isinstance(character, Character) else get_character(character)
+    return [render(c, s) for s in train_seeds(n, SEEDS["forget_example"] + FORGET_SEED_STRIDE * seed)]
+
+
+def heldout_examples(character: Character | str, n: int) -> list[Image.Image]:
+    """``n`` held-out renders of ``character`` at the evaluation's held-out seeds: what the relearning
+    attack and the evidence probes ask about after a request."""
+    c = character if isinstance(character, Character) else get_character(character)
+    return [render(c, s) for s in heldout_seeds(n, SEEDS["eval_heldout"])]
 
 
 # ----------------------------------------------------------------------------------------- drawing

@@ -70,6 +70,7 @@ class ChainState:
     fixed_seconds: float
     steps: tuple = ()
     cache_dir: str | None = None
+    domain: object = None  # the chain's Domain (its image-set sizes); None: the model's default
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -88,6 +89,7 @@ def chain_state(chain, upto: int | None = None) -> ChainState:
         fixed_seconds=float(cls.fixed_seconds),
         steps=tuple(StepState(s.result.to_dict(), s.adapter_state, tuple(s.protect_images)) for s in steps),
         cache_dir=None if chain.cache.directory is None else str(chain.cache.directory),
+        domain=chain.domain,
     )
 
 
@@ -250,7 +252,7 @@ def open_chain(state: ChainState):
     (``chain.close()``) when done: its adapters live in the shared model until then."""
     from nscvf.method.chain import UnlearningChain
 
-    chain = UnlearningChain(base_model(state), _cache(state.cache_dir))
+    chain = UnlearningChain(base_model(state), _cache(state.cache_dir), state.domain)
     try:
         for s in state.steps:
             chain.restore(s.result, s.adapter_state, list(s.images))

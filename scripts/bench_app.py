@@ -34,6 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nscvf.method.config import UnlearnConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -163,6 +165,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def settings(args) -> dict:
+    """UnlearnConfig's defaults with the ``--set k=v`` changes."""
+    d = {k: v["default"] for k, v in UnlearnConfig.fields_help().items()}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        d[k.strip()] = float(v)
+    return d
+
+
+def form_args(args, files: list, d: dict) -> tuple:
+    """The Forget call's inputs, in the page's order."""
+    return (files, "", args.method, args.steps, d["lr"], d["lora_rank"], d["energy"], d["tau"], d["retain_weight"],
+            args.evaluation, None)  # fmt: skip
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
 
@@ -174,26 +191,9 @@ def main(argv=None) -> int:
     warm_paths = sorted((ROOT / "assets" / "examples" / args.warm_character).glob("*.png"))
     if not paths or not warm_paths:
         raise SystemExit(f"no example renders for {args.character!r} / {args.warm_character!r}: run scripts/make_examples.py")
-    from nscvf.method.config import UnlearnConfig
-
-    d = {k: v["default"] for k, v in UnlearnConfig.fields_help().items()}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        d[k.strip()] = float(v)
+    d = settings(args)
     args.steps = args.steps or d["steps"]
-    fargs = (
-        [handle_file(str(q)) for q in paths],
-        "",
-        args.method,
-        args.steps,
-        d["lr"],
-        d["lora_rank"],
-        d["energy"],
-        d["tau"],
-        d["retain_weight"],
-        args.evaluation,
-        None,
-    )
+    fargs = form_args(args, [handle_file(str(q)) for q in paths], d)
     res: dict = {
         "model": os.environ.get("NSCVF_MODEL") or "assets/model",
         "character": args.character,

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
+from nscvf import world
 from nscvf.method.nullspace import CovarianceCollector, null_spaces
+from nscvf.models import load_model
 
 
 # ---------------------------------------------------------------- the old path (reference, not in the library)
@@ -71,9 +74,6 @@ def best_of(fn, repeats):
 
 
 def bench_model(n_images: int, energy: float, rank: int, steps: int) -> dict:
-    from nscvf import world
-    from nscvf.models import load_model
-
     vlm = load_model()
     names = vlm.visual_linear_names()
     mods = dict(vlm.base.named_modules())
@@ -209,8 +209,6 @@ def main() -> None:
     out["total_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
     if args.json:
-        from pathlib import Path
-
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

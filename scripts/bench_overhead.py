@@ -15,6 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from nscvf import world
+from nscvf.cache import Cache
+from nscvf.method import UnlearnConfig, UnlearningChain
+from nscvf.models import load_model
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -24,15 +31,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
-    import torch
-
-    from nscvf.bench import _forget_images
-    from nscvf.cache import Cache
-    from nscvf.method import UnlearnConfig, UnlearningChain
-    from nscvf.models import load_model
-
     vlm = load_model()
-    images = _forget_images(args.target)  # the benchmark's forget images
+    images = world.forget_examples(args.target)  # the benchmark's forget images (seed 0)
     per_step: dict[str, list[float]] = {"nscvf": [], "cvf": []}
     projection: list[float] = []
     with tempfile.TemporaryDirectory() as d:

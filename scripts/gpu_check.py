@@ -27,6 +27,12 @@ from pathlib import Path
 
 import torch
 
+from nscvf import world
+from nscvf.cache import Cache
+from nscvf.errors import ResourceError
+from nscvf.method import UnlearnConfig, UnlearningChain, memory
+from nscvf.models import embedded, tiny, wrap_model
+
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2**30
 
@@ -64,23 +70,14 @@ SIZES = {
 PATCH, MERGE = 14, 2
 
 
-def _tiny_models():
-    sys.path.insert(0, str(ROOT / "tests"))
-    import tiny_models
-
-    return tiny_models
-
-
 def build_llava(size: str):
     """LLaVA-1.5 layout (CLIP vision tower at its penultimate layer, CLS dropped -> GELU MLP -> Llama)."""
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from nscvf.models import embedded
-
-    tm, s = _tiny_models(), SIZES[size]
+    s = SIZES[size]
     px = s["clip"]["image_size"]
     ip = CLIPImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px})
-    processor = tm._llava_processor(ip, num_additional_image_tokens=1)
+    processor = tiny.llava_processor(ip, num_additional_image_tokens=1)
     processor.patch_size = PATCH  # our own processor object: the image-token count follows the real patch size
     tok = processor.tokenizer
     vision = CLIPVisionConfig(**s["clip"], patch_size=PATCH, projection_dim=768, hidden_act="quick_gelu")
@@ -98,8 +95,8 @@ def build_qwen2vl(size: str):
     """Qwen2-VL layout (ViT with a 2 x 2 patch merger inside ``model.visual`` -> Qwen2 LLM with M-RoPE)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    tm, s = _tiny_models(), SIZES[size]
-    processor = tm.qwen_processor()
+    s = SIZES[size]
+    processor = tiny.qwen_processor()
     processor.image_processor = Qwen2VLImageProcessorPil(patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
     tok = processor.tokenizer
     text = dict(**s["qwen_text"], max_position_embeddings=32768, rms_norm_eps=1e-6, bos_token_id=None,
@@ -117,22 +114,18 @@ BUILDERS = {"llava": build_llava, "qwen2vl": build_qwen2vl}
 
 def build(arch: str, size: str, device: str, dtype: torch.dtype):
     """The model with random weights, created on ``device`` in ``dtype`` (no host copy), wrapped."""
-    from nscvf.models import wrap_model
-
     cls, config, processor, tok = BUILDERS[arch](size)
     torch.manual_seed(0)
     with torch.device(device):
         model = cls._from_config(config, dtype=dtype)
-    model = _tiny_models()._finish(model, tok)
+    model = tiny.finish(model, tok)
     return wrap_model(model, processor, f"random {arch} ({size})")
 
 
 def _images(n_forget: int, n_retain: int, px: int):
-    from nscvf import world
-
     target = world.get_character("Dravik")
     others = [c for c in world.CHARACTERS if c.name != target.name]
-    forget = [world.render(target, s).resize((px, px)) for s in world.train_seeds(n_forget, 100)]
+    forget = [im.resize((px, px)) for im in world.forget_examples(target, n_forget)]
     retain = [world.render(others[i % len(others)], 200 + i).resize((px, px)) for i in range(n_retain)]
     return forget, retain
 
@@ -175,10 +168,6 @@ def zerogpu_shaped(vlm, cache, chain, forget, retain, cfg, device: str) -> dict:
 
 
 def check(arch: str, size: str, device: str, dtype: torch.dtype, steps: int, n_forget: int, n_retain: int, px: int) -> dict:
-    from nscvf.cache import Cache
-    from nscvf.errors import ResourceError
-    from nscvf.method import UnlearnConfig, UnlearningChain, memory
-
     cuda = device == "cuda"
     if cuda:
         torch.cuda.empty_cache()

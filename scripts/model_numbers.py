@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+from nscvf.rates import pct
+
 report = json.loads((Path(__file__).resolve().parent.parent / "assets" / "model" / "training_report.json").read_text())
 h = report["heldout"]
 rows = [
@@ -17,7 +19,7 @@ rows = [
     ("a character with a look-alike sibling called by the sibling's name", h.get("sibling_confusion_heldout"), "-"),
 ]
 out = ["| measure (nscvf eval, 3 renders per character and split) | accuracy | target |", "|---|---|---|"]
-out += [f"| {name} | {'-' if v is None else f'{100 * v:.1f}%'} | {t} |" for name, v, t in rows]
+out += [f"| {name} | {pct(v, unit='%')} | {t} |" for name, v, t in rows]
 w = report["wall_seconds"]
 out += [
     "",

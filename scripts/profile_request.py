@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nscvf import world
+
 PHASES = ("read", "base_answers", "images", "eval_before", "references", "null_space", "optimise", "eval_after")
 
 
@@ -109,9 +111,7 @@ def run_mode(vlm, mode: str, images, args) -> tuple[dict, dict]:
 
 
 def _forget_images(name: str):
-    from nscvf.bench import _forget_images as forget_images  # the benchmark's 8 training renders of a target
-
-    return forget_images(name)
+    return world.forget_examples(name)  # the benchmark's 8 training renders of a target
 
 
 def _print_mode(row: dict) -> None:

@@ -4,7 +4,9 @@ markdown tables, and re-rendering a saved run with `nscvf bench --from-json`."""
 
 import json
 
-from nscvf import bench, evidence
+from nscvf import bench
+from nscvf.bench import evidence
+from nscvf.bench.run import run_bench
 from nscvf.cli import main
 
 SPREAD_KEYS = {
@@ -40,16 +42,8 @@ def test_bench_smallest_run_and_rerender(tmp_path, capsys, monkeypatch, embedded
     evidence.gold_path("Mirel", gold_dir).write_text(json.dumps(record))
     monkeypatch.setenv("NSCVF_GOLD_DIR", str(gold_dir))
     seen = []
-    res = bench.run_bench(
-        targets=["Mirel"],
-        methods=["nscvf", "ga"],
-        steps=4,
-        renders=1,
-        continual_n=2,
-        seeds=2,
-        progress=lambda m: None,
-        partial=seen.append,
-    )
+    settings = bench.BenchSettings(targets=("Mirel",), methods=("nscvf", "ga"), steps=4, renders=1, continual_n=2, seeds=2)
+    res = run_bench(settings, progress=lambda m: None, partial=seen.append)
     assert [sorted(p["per_target"]) for p in seen] == [["nscvf"], ["ga", "nscvf"]]  # partial results after each method
     base_vs_gold = res["base"]["gold"]["Mirel"]["original_vs_gold"]
     assert base_vs_gold["ks_stat"] == 0.0 and base_vs_gold["gold_agreement"]["target"] == 1.0  # the same model
@@ -79,3 +73,17 @@ def test_bench_smallest_run_and_rerender(tmp_path, capsys, monkeypatch, embedded
     assert (tmp_path / "b.md").read_text() == md
     assert main(["bench", "--from-json", str(tmp_path / "b.md")]) == 2
     assert "not a benchmark result" in capsys.readouterr().err
+
+
+def test_settings_choose_the_grid_and_each_cells_config(capsys):
+    quick, full = bench.BenchSettings(quick=True), bench.BenchSettings()
+    assert quick.target_names == list(bench.QUICK_TARGETS) and quick.method_names == bench.QUICK_METHODS
+    assert len(full.target_names) == 24 and full.method_names == bench.METHOD_ORDER
+    assert quick.continual_targets == full.target_names[:4] and len(full.continual_targets) == 8
+    assert bench.BenchSettings(targets=("Dravik",), methods=("ga",)).target_names == ["Dravik"]
+    cfg = bench.BenchSettings(steps=7).config("ga", seed=2)
+    assert (cfg.method, cfg.steps, cfg.seed, cfg.evaluate) == ("ga", 7, 2, "none")
+    assert bench.BenchSettings().config().steps == 40 and bench.BenchSettings().config().method == "nscvf"
+    assert quick.measures_warm("Mirel", 0) and not quick.measures_warm("Mirel", 1) and not quick.measures_warm("Dravik", 0)
+    assert main(["bench", "--methods", "nscvf,magic"]) == 2
+    assert "unknown method(s) magic" in capsys.readouterr().err

@@ -4,12 +4,26 @@ import json
 
 from nscvf import world
 from nscvf.eval import build_items, evaluate, is_unknown, names_in, normalise
+from nscvf.rates import pct, rate
 
 
 def test_normalise_and_scoring_helpers():
     assert normalise("This is  Mirel!") == "this is mirel"
     assert is_unknown("I don’t know who this is.") and not is_unknown("This is Mirel.")
     assert names_in("This is Mirel, not Tobbin.") == {"Mirel", "Tobbin"}
+
+
+def test_rate_filters_rows_and_pct_writes_it():
+    rows = [
+        {"group": "target", "kind": "name", "correct": 1.0},
+        {"group": "target", "kind": "fact_image", "correct": 0.0},
+        {"group": "others", "kind": "name", "correct": 1.0},
+    ]
+    assert rate(rows, "correct", group="target") == 0.5
+    assert rate(rows, "correct", kind=("name", "fact_image"), group=("target", "others")) == round(2 / 3, 4)
+    assert rate(rows, "correct", digits=None, kind=("name", "fact_image")) == 2 / 3  # unrounded (the benchmark)
+    assert rate(rows, "correct", group="distractors") is None  # no row: no rate, not 0
+    assert pct(0.1234) == "12.3" and pct(0.5, 0, "%", "n/a") == "50%" and pct(None) == "-" and pct(None, missing="n/a") == "n/a"
 
 
 def test_items_cover_every_split_and_group():

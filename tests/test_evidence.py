@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from nscvf import evidence, world
+from nscvf import world
+from nscvf.bench import evidence, spread
 from nscvf.train_base import TrainBaseConfig, _LanguageBatches
 
 
@@ -28,10 +29,10 @@ def test_agreement_normalises_case_and_punctuation():
 
 
 def test_spread_is_mean_sample_std_and_n():
-    s = evidence.spread([0.0, 0.5, 1.0, None])
+    s = spread([0.0, 0.5, 1.0, None])
     assert s == {"mean": 0.5, "std": 0.5, "n": 3}
-    assert evidence.spread([0.3]) == {"mean": 0.3, "std": 0.0, "n": 1}
-    assert evidence.spread([None, float("nan")]) == {"mean": None, "std": None, "n": 0}
+    assert spread([0.3]) == {"mean": 0.3, "std": 0.0, "n": 1}
+    assert spread([None, float("nan")]) == {"mean": None, "std": None, "n": 0}
 
 
 def test_censored_mean_counts_not_named_again_as_limit_plus_one():

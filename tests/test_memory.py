@@ -24,9 +24,8 @@ def _images(n, seed, size=40):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tiny_models import build_llava_clip
-
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     model, processor = build_llava_clip()
     return wrap_model(model, processor)
@@ -137,11 +136,11 @@ def test_a_step_that_will_not_fit_is_refused_naming_what_to_lower(tiny, monkeypa
 
 
 def test_qwen_resolution_cap_gives_fewer_visual_tokens(monkeypatch):
-    from tiny_models import QWEN_MERGE, QWEN_PATCH, build_qwen2_vl
     from transformers import Qwen2VLImageProcessorPil
 
     from nscvf.models import wrap_model
     from nscvf.models.qwen2vl import Qwen2VLModel
+    from nscvf.models.tiny import QWEN_MERGE, QWEN_PATCH, build_qwen2_vl
 
     model, processor = build_qwen2_vl()
     processor.image_processor = Qwen2VLImageProcessorPil(

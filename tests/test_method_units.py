@@ -1,9 +1,15 @@
 """The core math, on small tensors: the CVF loss and the null-space projector."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from nscvf.method.cvf import contrastive_forget_loss, pooled, retain_drift, retain_loss
+from nscvf.errors import InputError
+from nscvf.method.config import RETIRED, UnlearnConfig
+from nscvf.method.contrastive import contrastive_forget_loss, pooled, retain_drift, retain_loss
+from nscvf.method.domain import WorldDomain
+from nscvf.method.methods import METHODS, Method, get_method
+from nscvf.method.methods.npo import NPO
 from nscvf.method.nullspace import CovarianceCollector, null_space_projector
 
 
@@ -85,3 +91,41 @@ def test_covariance_collector_accumulates_float64_over_calls():
     assert n == 17 and s.dtype == torch.float64 and torch.allclose(s, allx.T @ allx)
     lin(x1)  # hooks removed on exit
     assert col.covariances()["lin"][1] == 17
+
+
+def test_config_is_checked_when_made_and_reads_old_saved_keys():
+    with pytest.raises(InputError, match="steps=0 is out of range"):
+        UnlearnConfig(steps=0)
+    with pytest.raises(InputError, match="unknown method 'magic'"):
+        UnlearnConfig().replace(method="magic")
+    assert UnlearnConfig(steps=3).min_steps == 3  # never stop later than the budget
+    saved = UnlearnConfig(lr=1e-3).to_dict() | {"baseline_beta": 0.1, "region_size": 96, "retain_per_character": 8}
+    assert UnlearnConfig.from_dict(saved) == UnlearnConfig(lr=1e-3)  # a chain.json from before issue 16
+    assert not set(RETIRED) & set(UnlearnConfig().to_dict())
+    with pytest.raises(TypeError):
+        UnlearnConfig.from_dict({"nonsense": 1})  # only the retired keys are tolerated
+
+
+def test_every_method_declares_what_the_engine_reads():
+    known = {"forget_original", "forget_unknown", "retain_original"}
+    for name, cls in METHODS.items():
+        m = get_method(name, UnlearnConfig(method=name))
+        assert isinstance(m, Method) and m.name == name and m.description, name
+        assert set(m.answer_batches) <= known and bool(m.answer_batches) <= (m.needs_answers or m.config.answer_weight > 0)
+        assert cls.loss is not Method.loss, f"{name} must define loss"
+    assert get_method("nscvf_feature", UnlearnConfig(answer_weight=0.0)).answer_batches == ()
+    assert get_method("npo", UnlearnConfig(method="npo")).beta == 0.1  # NPO's own argument, not UnlearnConfig's
+    assert NPO(UnlearnConfig(method="npo"), beta=0.5).beta == 0.5
+    with pytest.raises(InputError, match="NPO beta=0 is out of range"):
+        NPO(UnlearnConfig(method="npo"), beta=0)
+    with pytest.raises(NotImplementedError, match="must define loss"):
+        Method(UnlearnConfig()).loss(None)
+
+
+def test_world_domain_render_counts():
+    d = WorldDomain()
+    assert len(d.region_images()) == 96 and len(d.protect_images("Mirel")) == 23 * 24
+    assert len(d.retain_images(["Mirel"])) == 23 * 8 + 48  # the other named characters, one render per distractor
+    small = WorldDomain(region_size=5, retain_per_character=1, retain_per_distractor=0, retain_per_neighbour=2)
+    assert len(small.region_images()) == 5
+    assert len(small.retain_images(["Mirel"])) == 23 + 2  # Mirel's sibling Fenna twice more

@@ -1,6 +1,6 @@
 """Contract tests over every supported model family (timm-style): tiny random-weight models, offline, CPU.
 
-Each family is built by ``tests/tiny_models.py``, saved, and loaded back through ``nscvf.models.load_model``,
+Each family is built by ``nscvf/models/tiny.py``, saved, and loaded back through ``nscvf.models.load_model``,
 the one loading path the CLI and the app use.
 """
 
@@ -12,11 +12,11 @@ import peft
 import pytest
 import torch
 from PIL import Image
-from tiny_models import BUILDERS, qwen_processor, save_tiny
 
 from nscvf.models import FAMILIES, VisionLanguageModel, load_model, wrap_model
 from nscvf.models.qwen2vl import Qwen2VLModel
 from nscvf.models.registry import register
+from nscvf.models.tiny import BUILDERS, qwen_processor, save_tiny
 
 FAMILY_IDS = list(BUILDERS)
 QUESTIONS = ["Where does Ann live?", "What food does the person in this picture like to eat most?"]

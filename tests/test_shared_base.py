@@ -23,9 +23,8 @@ def _images(n, seed):
 @pytest.fixture
 def tiny():
     """A fresh tiny model per test: the shared base (and its adapters) lives with the model object."""
-    from tiny_models import build_llava_clip
-
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     model, processor = build_llava_clip()
     return wrap_model(model, processor)
@@ -169,9 +168,8 @@ def test_stop_signal_keeps_a_partial_request(tiny):
 
 
 def test_export_import_round_trip_and_foreign_base_refused(tiny, tmp_path):
-    from tiny_models import build_llava_clip
-
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     chain = UnlearningChain(tiny)
     chain.forget(_images(3, 5), _images(6, 1), CFG, target="Widget")

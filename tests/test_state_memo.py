@@ -10,16 +10,16 @@ import torch
 from nscvf import world
 from nscvf.cache import Cache, Memo, memo
 from nscvf.method import UnlearnConfig, UnlearningChain, state_memo
+from nscvf.method.domain import WorldDomain
 
 # Small sets and few steps (the stop check runs at step 2), on the embedded model's world domain: its default
 # image sets, the per-image features and the chunked covariances under the base model are all used.
-CFG = UnlearnConfig(steps=4, min_steps=2, check_every=2, evaluate="none", retain_per_character=2,
-                    retain_per_distractor=0, protect_per_character=3, region_size=16, retain_batch=8)  # fmt: skip
+CFG = UnlearnConfig(steps=4, min_steps=2, check_every=2, evaluate="none", retain_batch=8)
+SMALL = WorldDomain(retain_per_character=2, retain_per_distractor=0, protect_per_character=3, region_size=16)
 
 
 def _forget_images(name, n=3):
-    c = world.get_character(name)
-    return [world.render(c, s) for s in world.train_seeds(n, world.SEEDS["forget_example"])]
+    return world.forget_examples(name, n)
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def memo_state():
 
 def _chain_of_two(vlm):
     """Forget Dravik, then Mirel, on a fresh chain with an in-memory result cache."""
-    chain = UnlearningChain(vlm, Cache(enabled=False))
+    chain = UnlearningChain(vlm, Cache(enabled=False), SMALL)
     results = [chain.forget(_forget_images(t), config=CFG, target=t) for t in ("Dravik", "Mirel")]
     states = [chain.adapter_state(k) for k in (1, 2)]
     chain.close()
@@ -59,7 +59,7 @@ def test_a_request_is_the_same_with_the_memo_off_and_on(embedded, memo_state):
     assert memo_state.stats() == {}  # off: nothing was kept
     memo_state.configure(True)
     # Another session's request on the same first target fills the memo (the base model's features and chunks).
-    UnlearningChain(embedded, Cache(enabled=False)).forget(_forget_images("Dravik"), config=CFG, target="Dravik")
+    UnlearningChain(embedded, Cache(enabled=False), SMALL).forget(_forget_images("Dravik"), config=CFG, target="Dravik")
     warm = memo_state.stats()
     on = _chain_of_two(embedded)
     _same(off, on)
@@ -70,7 +70,7 @@ def test_a_request_is_the_same_with_the_memo_off_and_on(embedded, memo_state):
 
 
 def test_a_chain_state_never_sees_the_features_of_another(embedded, memo_state):
-    chain = UnlearningChain(embedded, Cache(enabled=False))
+    chain = UnlearningChain(embedded, Cache(enabled=False), SMALL)
     images = [world.render(c, 1_000_123) for c in world.CHARACTERS[:6]]
     base_key = state_memo.state_key(chain.shared, (), (), chain.state_fingerprint)
     base = state_memo.features(embedded, base_key, images)[1]

@@ -47,10 +47,9 @@ def form(files, keep, steps=STEPS, **changes) -> dict:
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    from tiny_models import build_llava_clip
-
     from nscvf.cache import Cache
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     tmp = tmp_path_factory.mktemp("webapp")
     model, processor = build_llava_clip()
@@ -466,10 +465,9 @@ def test_export_import_round_trip_restores_answers_and_features(rt, exported, fi
 
 
 def test_foreign_export_refused_and_session_unchanged(rt, exported, tmp_path):
-    from tiny_models import build_llava_clip
-
     from nscvf.method.chain import UnlearningChain
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     src, path = exported
     foreign = UnlearningChain(wrap_model(*build_llava_clip(seed=1)), rt.model.cache)

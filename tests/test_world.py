@@ -168,3 +168,20 @@ def test_world_list_facts_names_the_neighbour(capsys):
     assert len(lines) == len(world.CHARACTERS)
     first = world.CHARACTERS[0]
     assert lines[0].startswith(f"{first.name}\t") and lines[0].endswith(f"\tneighbour: {first.neighbour or '-'}")
+
+
+def test_forget_examples_are_the_training_renders_each_seed_its_own():
+    c = world.get_character("Mirel")
+    first = world.forget_examples("Mirel", 3)
+    assert [np.asarray(im).tobytes() for im in first] == [
+        np.asarray(world.render(c, s)).tobytes() for s in world.train_seeds(3, world.SEEDS["forget_example"])
+    ]
+    assert np.array_equal(np.asarray(world.forget_examples(c, 1)[0]), np.asarray(first[0]))  # a Character or a name
+    seed1 = world.forget_examples("Mirel", 8, seed=1)  # 16 renders later: no image shared with seed 0
+    assert not {np.asarray(a).tobytes() for a in seed1} & {np.asarray(a).tobytes() for a in world.forget_examples("Mirel")}
+    held = world.heldout_examples("Mirel", 2)
+    assert len(held) == 2 and np.array_equal(
+        np.asarray(held[0]), np.asarray(world.render(c, world.heldout_seeds(1, world.SEEDS["eval_heldout"])[0]))
+    )
+    with pytest.raises(world.UnknownCharacterError, match="unknown character 'Nobody'"):
+        world.forget_examples("Nobody")

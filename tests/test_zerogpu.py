@@ -18,17 +18,17 @@ from nscvf.cache import Cache
 from nscvf.errors import InputError
 from nscvf.method.chain import UnlearningChain
 from nscvf.method.config import UnlearnConfig
+from nscvf.method.domain import WorldDomain
 
 pytestmark = pytest.mark.slow
 
 # Small and fixed: two steps, no early stop, small retain/protect/region sets (the contract, not quality).
-CFG = UnlearnConfig(steps=2, evaluate="none", stop_when_forgotten=False, retain_per_character=1, protect_per_character=2,
-                    region_size=8, retain_batch=8, check_views=0)  # fmt: skip
+CFG = UnlearnConfig(steps=2, evaluate="none", stop_when_forgotten=False, retain_batch=8, check_views=0)
+SMALL = WorldDomain(retain_per_character=1, protect_per_character=2, region_size=8)
 
 
 def renders(name: str, n: int = 3) -> list:
-    c = world.get_character(name)
-    return [world.render(c, s) for s in world.train_seeds(n, world.SEEDS["forget_example"])]
+    return world.forget_examples(name, n)
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -39,14 +39,14 @@ def test_session_through_a_process_per_call_matches_in_process(embedded, tmp_pat
     a, b, c = renders("Mirel"), renders("Dravik"), renders("Brisa")
     cfg_b = CFG.replace(seed=3, lr=3e-3)
 
-    ref = UnlearningChain(embedded, Cache(tmp_path / "ref"))  # in-process: the engine's own calls
+    ref = UnlearningChain(embedded, Cache(tmp_path / "ref"), SMALL)  # in-process: the engine's own calls
     r1 = ref.forget(a, None, CFG).to_dict()
     w1 = dict(ref.adapter_state())
     r2 = ref.forget(b, None, cfg_b).to_dict()
     w2 = dict(ref.adapter_state())
 
     gpu = zerogpu.ProcessPerCall()
-    sess = UnlearningChain(embedded, Cache(tmp_path / "session"))  # the main process keeps the session
+    sess = UnlearningChain(embedded, Cache(tmp_path / "session"), SMALL)  # the main process keeps the session
     seen: list[str] = []
     state0 = zerogpu.chain_state(sess)
     o1 = zerogpu.run("forget", state0, zerogpu.ForgetJob(tuple(a), CFG), progress=lambda s, d, t: seen.append(s), gpu=gpu)
@@ -93,7 +93,7 @@ def test_session_through_a_process_per_call_matches_in_process(embedded, tmp_pat
 def test_in_process_job_cancel_and_errors(embedded, tmp_path):
     """Off ZeroGPU the same jobs run in this process: Cancel stops at a step boundary and leaves no adapter
     behind; a user error arrives as itself with its message."""
-    sess = UnlearningChain(embedded, Cache(enabled=False))
+    sess = UnlearningChain(embedded, Cache(enabled=False), SMALL)
     adapters_before = set(sess.shared.adapter_names())
     cancel = threading.Event()
     with pytest.raises(zerogpu.Stopped):

@@ -23,12 +23,14 @@ from nscvf.cache import Cache, image_set_fingerprint
 from nscvf.errors import InputError
 from nscvf.images import ensure_images
 from nscvf.method.config import UnlearnConfig
-from nscvf.method.domain import domain_for
+from nscvf.method.domain import Domain, domain_for
+from nscvf.method.export import export_chain
 from nscvf.method.lora import lora_config
 from nscvf.method.probes import cached_evaluation
 from nscvf.method.request import ChainSnapshot, Request, run_request
 from nscvf.method.result import ChainStep, UnlearnResult
 from nscvf.method.shared import SharedBase, release
+from nscvf.method.teach import TeachConfig, run_teach
 
 _CHAIN_IDS = itertools.count(1)
 
@@ -36,11 +38,11 @@ _CHAIN_IDS = itertools.count(1)
 class UnlearningChain:
     """A sequence of unlearning requests over the shared base of ``vlm`` (which is never modified)."""
 
-    def __init__(self, vlm, cache: Cache | None = None):
+    def __init__(self, vlm, cache: Cache | None = None, domain: Domain | None = None):
         self.shared = SharedBase.of(vlm)
         self.base_vlm = self.shared.base_vlm
         self.cache = cache or Cache()
-        self.domain = domain_for(self.base_vlm)
+        self.domain = domain or domain_for(self.base_vlm)  # e.g. WorldDomain(region_size=...) for small sets
         self.steps: list[ChainStep] = []
         self.id = next(_CHAIN_IDS)
         self._lock = threading.RLock()  # one operation on this chain at a time
@@ -186,8 +188,6 @@ class UnlearningChain:
         """Teach the model a new concept from ``images`` (>= 3) under ``name`` (and optional ``facts``,
         e.g. {"town": "Paris"}): one more adapter, visual and language LoRA (see :mod:`nscvf.method.teach`).
         The taught state is where later requests start; ``forget`` then works on the concept by its name."""
-        from nscvf.method.teach import TeachConfig, run_teach
-
         cfg = config or TeachConfig()
         with self._lock:
             result, state, adapter, imgs = run_teach(self, images, name, facts, cfg, progress, cancel)
@@ -251,8 +251,6 @@ class UnlearningChain:
 
     def export(self, path: str | Path) -> Path:
         """The chain as one zip file: adapters, protected images, records and a model card (README.md)."""
-        from nscvf.method.export import export_chain
-
         return export_chain(self, path)
 
     @classmethod
@@ -276,10 +274,8 @@ class UnlearningChain:
 def _config_of(kind: str, d: dict):
     """The settings object of a request of ``kind`` from its dict."""
     if kind == "teach":
-        from nscvf.method.teach import TeachConfig
-
         return TeachConfig(**d)
-    return UnlearnConfig(**d)
+    return UnlearnConfig.from_dict(d)
 
 
 def unlearn(vlm, forget_images, retain_images=None, config: UnlearnConfig | None = None, progress=None, cancel=None,

@@ -74,6 +74,30 @@ def answer_tokens(batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
+def answer_batches(prev, forget_items: list, retain_images: list, question: str, unknown: str, micro_batches: int) -> dict:
+    """Teacher-forcing batches for answer-level losses: the model's own answers (``forget_items``: image,
+    question, answer) and the ``unknown`` answer on forget images; the model's own answers to ``question``
+    on ``retain_images``; and the reference log-probabilities (NPO, KL) under ``prev``, the chain's state
+    before the request. Every step uses all rows, so each is built once as ``micro_batches`` parts (None
+    where a part has no row)."""
+    r_ans = prev.generate([question] * len(retain_images), retain_images)
+    rows = {
+        "forget_original": forget_items,
+        "forget_unknown": [(im, q, unknown) for im, q, _ in forget_items],
+        "retain_original": [(im, question, a) for im, a in zip(retain_images, r_ans)],
+    }
+    data = {
+        name: [
+            teacher_forcing_batch(prev, [items[i] for i in part]) if part else None for part in split(len(items), micro_batches)
+        ]
+        for name, items in rows.items()
+    }
+    with torch.no_grad(), prev.scope():
+        data["forget_ref_logp"] = [None if b is None else -answer_nll(prev, b, "sum") for b in data["forget_original"]]
+        data["retain_ref_logprobs"] = [None if b is None else answer_logprobs(prev, b) for b in data["retain_original"]]
+    return data
+
+
 @contextmanager
 def activation_checkpointing(model, on: bool):
     """Recompute each transformer layer's activations in backward instead of keeping them, in the frozen LLM
@@ -207,7 +231,6 @@ class StepContext:
         batch = self._answers("retain_original")
         if batch is None:
             return self._empty(0)
-        logits, labels = answer_logits(self.vlm, batch)
-        cur = logits.log_softmax(-1)[labels != -100]
+        cur = answer_logprobs(self.vlm, batch)
         ref = self._answers("retain_ref_logprobs").to(cur.device)
         return F.kl_div(cur, ref, log_target=True, reduction="none").sum(-1)

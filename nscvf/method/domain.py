@@ -10,12 +10,14 @@ which kind of model it runs on.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
 from nscvf import world
 from nscvf.errors import InputError
 from nscvf.eval import is_unknown, mentions, names_in
+from nscvf.method.anchors import anchor_images
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -63,23 +65,19 @@ class Domain:
 
     def keep_images(self, exclude, n: int, seed: int = 0) -> list[Image.Image]:
         """Images of other concepts whose answers teaching must not change (generic: the anchor images)."""
-        from nscvf.method.anchors import anchor_images
-
         return anchor_images(n=min(n, 32), seed=seed)
 
     def can_evaluate(self, target: str | None) -> bool:
         """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
         return False
 
-    def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
+    def retain_images(self, exclude: list[str]) -> list[Image.Image]:
         raise InputError("retain images are required for this model: pass images of what must be kept")
 
-    def region_images(self, cfg) -> list[Image.Image]:
-        from nscvf.method.anchors import anchor_images
-
+    def region_images(self) -> list[Image.Image]:
         return anchor_images()
 
-    def protect_images(self, target: str | None, cfg) -> list[Image.Image]:
+    def protect_images(self, target: str | None) -> list[Image.Image]:
         """Images protected by the null space besides the retain set."""
         return []
 
@@ -102,10 +100,18 @@ class Domain:
         return bool((to_region > to_orig).all())
 
 
+@dataclass(frozen=True)
 class WorldDomain(Domain):
-    """The embedded model's world: named characters, distractors it answers as unknown, render seeds."""
+    """The embedded model's world: named characters, distractors it answers as unknown, render seeds, and
+    how many renders make each image set (``WorldDomain(region_size=...)`` for an experiment)."""
 
-    is_world = True
+    retain_per_character: int = 8  # default retain set: training renders per other named character
+    retain_per_neighbour: int = 0  # extra retain renders of a forgotten character's look-alike sibling
+    retain_per_distractor: int = 1  # default retain set: renders per training distractor
+    protect_per_character: int = 24  # null-space protected set: renders per other named character
+    region_size: int = 96  # the target region: distractor renders (the model's "unknown")
+
+    is_world = True  # class attributes, not fields: the same for every world domain
     unknown_answer = world.UNKNOWN_ANSWER
 
     def probe_questions(self) -> list[str]:
@@ -143,23 +149,23 @@ class WorldDomain(Domain):
         names = {n.lower() for n in ([exclude] if isinstance(exclude, str) else list(exclude or [])) if n}
         return [c for c in world.CHARACTERS if c.name.lower() not in names]  # taught concepts are not world characters
 
-    def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
-        seeds = world.train_seeds(cfg.retain_per_character, world.SEEDS["retain"])
+    def retain_images(self, exclude: list[str]) -> list[Image.Image]:
+        seeds = world.train_seeds(self.retain_per_character, world.SEEDS["retain"])
         kept = self.named_except(exclude)
         imgs = [world.render(c, s) for c in kept for s in seeds]
         # The look-alike siblings of what is forgotten, again (other training renders): the hardest retain cases.
         siblings = {c.neighbour for c in world.CHARACTERS if c.neighbour and c not in kept} & {c.name for c in kept}
-        seeds = world.train_seeds(getattr(cfg, "retain_per_neighbour", 0), world.SEEDS["retain_neighbour"])
+        seeds = world.train_seeds(self.retain_per_neighbour, world.SEEDS["retain_neighbour"])
         imgs += [world.render(c, s) for c in kept if c.name in siblings for s in seeds]
-        seeds = world.train_seeds(cfg.retain_per_distractor, world.SEEDS["retain_distractor"])
+        seeds = world.train_seeds(self.retain_per_distractor, world.SEEDS["retain_distractor"])
         return imgs + [world.render(d, s) for d in world.DISTRACTORS for s in seeds]
 
-    def region_images(self, cfg) -> list[Image.Image]:
+    def region_images(self) -> list[Image.Image]:
         ds, base = world.DISTRACTORS, world.SEEDS["region"]
-        return [world.render(ds[i % len(ds)], base + i) for i in range(cfg.region_size)]
+        return [world.render(ds[i % len(ds)], base + i) for i in range(self.region_size)]
 
-    def protect_images(self, target: str | None, cfg) -> list[Image.Image]:
-        seeds = world.train_seeds(cfg.protect_per_character, world.SEEDS["protect"])
+    def protect_images(self, target: str | None) -> list[Image.Image]:
+        seeds = world.train_seeds(self.protect_per_character, world.SEEDS["protect"])
         return [world.render(c, s) for c in self.named_except(target) for s in seeds]
 
     def drift_images(self, exclude: list[str], retain: list[Image.Image]) -> tuple[list[Image.Image], str]:

@@ -11,20 +11,21 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from nscvf import __version__
+from nscvf.method.outcome import assess
+from nscvf.rates import pct
+
 
 def model_card(chain) -> str:
     """README.md for a saved chain: YAML metadata (base model, fingerprint, methods, targets, library) and
     each request's settings and measured numbers (from its result; nothing that was not measured)."""
-    import nscvf
-    from nscvf.method.outcome import assess
-
     steps = chain.steps
     meta = [
         "---",
         "library_name: peft",
         f"base_model: {chain.shared.source}",
         "tags: [nscvf, machine-unlearning, lora]",
-        f"nscvf_version: {nscvf.__version__}",
+        f"nscvf_version: {__version__}",
         f"base_fingerprint: {chain.shared.fingerprint}",
         f"methods: [{', '.join(sorted({s.config.method for s in steps}))}]",
         f"targets: [{', '.join(s.target or '?' for s in steps)}]",
@@ -52,7 +53,7 @@ def model_card(chain) -> str:
         summ = (r.eval_after or {}).get("summary") or {}
         for key in ("target_name_acc_heldout", "retain_acc", "fact_text_acc"):
             if summ.get(key) is not None:
-                meta.append(f"- {key}: {100 * summ[key]:.1f}%")
+                meta.append(f"- {key}: {pct(summ[key], unit='%')}")
     return "\n".join(meta) + "\n"
 
 

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from nscvf.errors import ResourceError
+
 GIB = 2**30
 MAX_MICRO_BATCHES = 64  # UnlearnConfig.micro_batches' upper bound
 # Activation elements a transformer layer keeps per token for backward, in units of its hidden width h and its
@@ -99,8 +101,6 @@ def step_bytes(vlm, cfg, refs: dict, checkpointing: bool, micro_batches: int | N
 def check_step_memory(vlm, cfg, refs: dict, checkpointing: bool, answers=None) -> dict | None:
     """Raise :class:`~nscvf.errors.ResourceError` when a step will not fit the device's free memory, naming
     the smallest ``micro_batches`` that fits (or what else to lower). Returns the estimate (None: no check)."""
-    from nscvf.errors import ResourceError
-
     free = free_memory(vlm.device)
     if free is None:
         return None

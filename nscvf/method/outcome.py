@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from nscvf.eval import is_unknown, mentions, names_in
+from nscvf.rates import pct
 
 # Beyond these a request is reported as damaging what it should keep. Measured on the embedded model
 # (BENCHMARKS.md): NSCVF drifts 0.04-0.06 on average and never lowers retain accuracy.
@@ -99,16 +100,16 @@ class Outcome:
             "changed": f"answers changed on {self.forgotten} of {self.images} images",
             "unchanged": "no answer changed",
             "nothing to forget": "nothing to forget: the model named nobody in these images before the request",
-            "taught": f"taught {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
-            "partly taught": f"partly taught {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
-            "not taught": f"did not teach {who}: named on {100 * (self.heldout or 0):.0f}% of held-out views",
+            "taught": f"taught {who}: named on {pct(self.heldout or 0, 0, '%')} of held-out views",
+            "partly taught": f"partly taught {who}: named on {pct(self.heldout or 0, 0, '%')} of held-out views",
+            "not taught": f"did not teach {who}: named on {pct(self.heldout or 0, 0, '%')} of held-out views",
         }[self.status]
         if self.still_named:
             text += "; still named on " + ", ".join(f"#{i}" for i, _ in self.still_named)
         if self.wrong_names:
             text += "; now called " + ", ".join(f"{n} (#{i})" for i, n in self.wrong_names)
         if self.heldout is not None:
-            text += f"; held-out renders named {100 * self.heldout:.0f}%"
+            text += f"; held-out renders named {pct(self.heldout, 0, '%')}"
         if self.partial:
             text += " (partial: stopped at the time limit)"
         return text
@@ -161,9 +162,9 @@ def assess_teach(result: dict) -> Outcome:
     named = sum(mentions(a, target) for a in after)
     warnings = []
     if m.get("others_named_as_concept", 0) > OTHERS_AS_CONCEPT_WARN:
-        warnings.append(f"{100 * m['others_named_as_concept']:.0f}% of other concepts' images are now called {target}")
+        warnings.append(f"{pct(m['others_named_as_concept'], 0, '%')} of other concepts' images are now called {target}")
     if m.get("others_changed", 0) > OTHERS_AS_CONCEPT_WARN:
-        warnings.append(f"{100 * m['others_changed']:.0f}% of other concepts' answers changed")
+        warnings.append(f"{pct(m['others_changed'], 0, '%')} of other concepts' answers changed")
     return Outcome(status, target, len(after), named, heldout=heldout, warnings=warnings, partial=bool(result.get("partial")))
 
 
@@ -176,10 +177,10 @@ def collateral(result: dict) -> list[str]:
     if sb.get("retain_acc") is not None and sa.get("retain_acc") is not None:
         drop = sb["retain_acc"] - sa["retain_acc"]
         if drop > RETAIN_DROP_WARN:
-            out.append(f"retained characters lost {100 * drop:.0f} points of accuracy ({100 * sb['retain_acc']:.0f}% -> "
-                       f"{100 * sa['retain_acc']:.0f}%)")  # fmt: skip
+            out.append(f"retained characters lost {pct(drop, 0)} points of accuracy ({pct(sb['retain_acc'], 0, '%')} -> "
+                       f"{pct(sa['retain_acc'], 0, '%')})")  # fmt: skip
     if (sa.get("earlier_name_acc_heldout") or 0) > EARLIER_WARN:
-        out.append(f"an earlier target is named again on {100 * sa['earlier_name_acc_heldout']:.0f}% of held-out renders")
+        out.append(f"an earlier target is named again on {pct(sa['earlier_name_acc_heldout'], 0, '%')} of held-out renders")
     drift = (result.get("retain_drift") or {}).get("mean")  # this request's own drift (vs the state before it)
     if drift is not None and drift > DRIFT_WARN:
         out.append(f"retained images' features moved {drift:.2f} on average (usual: about 0.05)")

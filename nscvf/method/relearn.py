@@ -34,7 +34,7 @@ def relearn(vlm, images, name: str, heldout, steps: int = 20, config: UnlearnCon
     Returns {"k", "steps", "named_at" (first step with >= NAMED_AGAIN of held-out named; 0 = before any
     step; None = not within ``steps``), "curve" (fraction named before step 1 and after each step), "seconds"}.
     """
-    cfg = (config or UnlearnConfig()).replace(modules="visual").validate()
+    cfg = (config or UnlearnConfig()).replace(modules="visual")
     images, heldout = ensure_images(images), ensure_images(heldout)
     if not images or not heldout:
         raise InputError("relearning needs at least one image to train on and one held-out image to ask about")

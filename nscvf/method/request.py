@@ -24,15 +24,8 @@ from nscvf.eval import evaluate
 from nscvf.images import ensure_images
 from nscvf.method import state_memo
 from nscvf.method.config import UnlearnConfig
-from nscvf.method.context import (
-    StepContext,
-    activation_checkpointing,
-    answer_logprobs,
-    answer_nll,
-    split,
-    teacher_forcing_batch,
-)
-from nscvf.method.cvf import pooled, retain_drift
+from nscvf.method.context import StepContext, activation_checkpointing, answer_batches
+from nscvf.method.contrastive import pooled, retain_drift
 from nscvf.method.domain import Domain, augment
 from nscvf.method.lora import lora_config
 from nscvf.method.memory import check_step_memory, checkpointing_on
@@ -139,7 +132,7 @@ def run_request(
     ``cancel`` (an Event) abandons the request; ``stop`` ends training early and keeps a partial request."""
     from peft import get_peft_model_state_dict
 
-    cfg = method_config(request.config.replace().validate())
+    cfg = method_config(request.config)  # a new config (a valid one: UnlearnConfig validates on construction)
     st = RequestState(before, cfg, progress, cancel, stop, rng=random.Random(cfg.seed))
     t0 = time.time()
     torch.manual_seed(cfg.seed)
@@ -198,13 +191,13 @@ def prepare(st: RequestState, request: Request) -> None:
     with st.timed("images"):
         if request.retain_images is None:
             # Earlier targets are not retained: they are protected in their forgotten state instead.
-            st.retain = dom.retain_images([st.target, *b.forgotten], cfg)
+            st.retain = dom.retain_images([st.target, *b.forgotten])
         else:
             st.retain = ensure_images(request.retain_images)
             if not st.retain:
                 raise InputError("the retain set is empty: pass images of what must be kept, or none for the default")
         regions = request.region_images
-        st.region_images = dom.region_images(cfg) if regions is None else ensure_images(regions)
+        st.region_images = dom.region_images() if regions is None else ensure_images(regions)
     if regions is None and st.target in b.taught:
         # A taught concept's "unknown" is where its images were before it was taught: pull them back there
         # (the distractors' region is far from photographs; pulling them there moved everything, measured).
@@ -260,39 +253,16 @@ def references(st: RequestState) -> None:
             region = b.adapters if st.region_adapters is None else st.region_adapters
             refs["region"] = features(b.shared.view(region), st.state(region), st.region_images)[1].to(prev.device)
         if st.method.needs_answers or cfg.answer_weight > 0:
-            refs["answers"] = answer_batches(st, prev)
+            qs, fa = st.questions, st.probes_before["forget"]["answers"]
+            f_items = [(st.forget[i], q, fa[q][i]) for i in range(len(st.forget)) for q in qs]
+            r_imgs = st.rng.sample(st.retain, min(16, len(st.retain)))
+            unknown = st.before.domain.unknown_answer
+            refs["answers"] = answer_batches(prev, f_items, r_imgs, qs[0], unknown, cfg.micro_batches)
         st.refs = refs
     # CUDA: refuse a step that will not fit, before any optimisation (the CPU is not checked).
-    reads = getattr(st.method, "answer_batches", None)
-    estimate = check_step_memory(st.work, cfg, refs, checkpointing_on(cfg, st.work.device), reads)
+    estimate = check_step_memory(st.work, cfg, refs, checkpointing_on(cfg, st.work.device), st.method.answer_batches)
     if estimate is not None:
         st.timings["step_memory_estimate_gib"] = estimate["step_gib"]
-
-
-def answer_batches(st: RequestState, prev) -> dict:
-    """Teacher-forcing batches for answer-level losses: the model's own answers (original) and the unknown
-    answer on forget images; the model's own identity answers on a sample of retain images; and the
-    reference log-probabilities (NPO, KL) under the chain's state before the request. Every step uses all
-    rows, so each is built once as ``micro_batches`` parts (None where a part has no row)."""
-    qs, fa = st.questions, st.probes_before["forget"]["answers"]
-    f_items = [(st.forget[i], q, fa[q][i]) for i in range(len(st.forget)) for q in qs]
-    r_imgs = st.rng.sample(st.retain, min(16, len(st.retain)))
-    r_ans = prev.generate([qs[0]] * len(r_imgs), r_imgs)
-    unknown = st.before.domain.unknown_answer
-    rows = {
-        "forget_original": f_items,
-        "forget_unknown": [(im, q, unknown) for im, q, _ in f_items],
-        "retain_original": [(im, qs[0], a) for im, a in zip(r_imgs, r_ans)],
-    }
-    m = st.cfg.micro_batches
-    data = {
-        name: [teacher_forcing_batch(prev, [items[i] for i in part]) if part else None for part in split(len(items), m)]
-        for name, items in rows.items()
-    }
-    with torch.no_grad(), prev.scope():
-        data["forget_ref_logp"] = [None if b is None else -answer_nll(prev, b, "sum") for b in data["forget_original"]]
-        data["retain_ref_logprobs"] = [None if b is None else answer_logprobs(prev, b) for b in data["retain_original"]]
-    return data
 
 
 # -------------------------------------------------------------------------------- null space
@@ -307,7 +277,7 @@ def null_space(st: RequestState) -> None:
     st.stage("null space")
     with st.timed("null_space"):
         earlier = [im for target, images in b.protected if target != st.target for im in images]
-        protect = list(st.retain) + b.domain.protect_images(st.target, cfg) + earlier
+        protect = list(st.retain) + b.domain.protect_images(st.target) + earlier
         key = ("cov", b.fingerprint, image_set_fingerprint(protect), tuple(sorted(st.layers)))
         hit = b.cache.get(key)
         st.cache_info["covariance"] = "computed" if hit is None else "reused"
@@ -453,7 +423,7 @@ def embedding_data(st: RequestState) -> dict:
     """Pooled features z(x) of the forget images, retained images and the unknown region, before the
     request (the chain's state) and after it: the data of the embedding plots."""
     keep, keep_labels = st.before.domain.plot_points(st.target, st.retain)
-    region = st.region_images if st.region_adapters is None else st.before.domain.region_images(st.cfg)
+    region = st.region_images if st.region_adapters is None else st.before.domain.region_images()
     unknown = region[:24]
     images = st.forget + keep + unknown
     groups = ["forget"] * len(st.forget) + ["retain"] * len(keep) + ["unknown"] * len(unknown)

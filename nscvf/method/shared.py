@@ -18,6 +18,8 @@ import warnings
 import weakref
 from contextlib import contextmanager
 
+from nscvf.models import wrap_model
+
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformers model -> SharedBase
 _REGISTRY_LOCK = threading.Lock()
 
@@ -60,8 +62,6 @@ class SharedBase:
     # ------------------------------------------------------------------ views
 
     def _wrap(self, model, adapters: tuple[str, ...]):
-        from nscvf.models import wrap_model
-
         view = wrap_model(model, self.processor, self.source)
         view.__dict__["fingerprint"] = self.fingerprint  # the base's content; adapters are keyed apart
         view.adapters = adapters

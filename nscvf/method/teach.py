@@ -24,7 +24,9 @@ from nscvf.errors import Cancelled, InputError
 from nscvf.eval import mentions
 from nscvf.images import ensure_images
 from nscvf.method.context import answer_nll, teacher_forcing_batch
+from nscvf.method.contrastive import retain_drift
 from nscvf.method.domain import augment
+from nscvf.method.lora import lora_config
 from nscvf.method.result import UnlearnResult
 
 # The canonical image question of each world fact (what the probes ask), e.g. "Where does this character live?".
@@ -88,8 +90,6 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     (result, the adapter's peft state dict on the CPU, its live name, the images as used); the adapter is
     deleted on failure."""
     from peft import get_peft_model_state_dict
-
-    from nscvf.method.lora import lora_config
 
     name, cfg = check_name(name, facts), cfg.validate()
     images = [_small(im) for im in ensure_images(images)]
@@ -219,8 +219,6 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     """What teaching did: the name on held-out views, other images that changed or took the new name,
     text-only answers against the state before, and the embedding-plot data (the new cluster). ``seen``:
     the concept's images, the keep images, the answers before and the identity question."""
-    from nscvf.method.cvf import retain_drift
-
     images, keep, before, question = seen["images"], seen["keep"], seen["before"], seen["question"]
     held = [heldout_view(im, random.Random(cfg.seed + 5000 + i)) for i, im in enumerate(images) for _ in range(4)]
     after = _answers(work, question, images, keep)

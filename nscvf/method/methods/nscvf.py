@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nscvf.method.cvf import contrastive_forget_loss, pooled, retain_loss
+from nscvf.method.contrastive import contrastive_forget_loss, pooled, retain_loss
 from nscvf.method.registry import Method, register
 
 

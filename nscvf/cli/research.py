@@ -1,4 +1,7 @@
-"""The research commands of the CLI: teach a concept, the relearning attack, the benchmark."""
+"""The research commands of the CLI: teach a concept, the relearning attack, the benchmark, the golds.
+
+The engine, the model loader and the benchmark runner import torch (seconds): imported inside the command
+that needs them, so ``nscvf --help`` and ``nscvf world list`` stay instant."""
 
 from __future__ import annotations
 
@@ -6,16 +9,16 @@ import json
 import sys
 from pathlib import Path
 
-from nscvf.cli_common import StageBar, load_for
+from nscvf import bench, world
+from nscvf.bench import evidence
+from nscvf.cli.common import StageBar, load_for, load_model, open_chain, result_folder
 from nscvf.errors import InputError
+from nscvf.images import load_image
+from nscvf.method.outcome import assess
 
 
 def cmd_teach(args) -> int:
-    from nscvf.images import load_image
-    from nscvf.method.chain import UnlearningChain
-    from nscvf.method.outcome import assess
-    from nscvf.method.teach import TeachConfig
-    from nscvf.models import load_model
+    from nscvf.method.teach import TeachConfig  # torch: see the module docstring
 
     facts = {}
     for f in args.fact:
@@ -24,11 +27,8 @@ def cmd_teach(args) -> int:
             raise InputError(f"--fact {f!r}: write it as name=value, e.g. --fact town=Paris")
         facts[key.strip()] = value.strip()
     images = [load_image(p) for p in args.images]
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "chain.json").exists():
-        raise InputError(f"{out} exists and is not an unlearning result folder; choose a new --out")
-    vlm = load_model(args.model, device=args.device, dtype=args.dtype)
-    chain = UnlearningChain.load(vlm, args.continue_from) if args.continue_from else UnlearningChain(vlm)
+    out = result_folder(args.out)
+    chain = open_chain(args)
     cfg = TeachConfig() if args.steps is None else TeachConfig(steps=args.steps)
     bar = StageBar()
     try:
@@ -44,13 +44,11 @@ def cmd_teach(args) -> int:
 
 
 def cmd_relearn(args) -> int:
-    from nscvf import world
-    from nscvf.method.relearn import relearn
+    from nscvf.method.relearn import relearn  # torch: see the module docstring
 
     c = world.get_character(args.character)
     vlm = load_for(args)
-    train = [world.render(c, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
-    held = [world.render(c, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
+    train, held = world.forget_examples(c, args.k), world.heldout_examples(c, args.heldout)
     bar = StageBar()
     try:
         out = {
@@ -60,8 +58,7 @@ def cmd_relearn(args) -> int:
         }
         if args.reference:  # a look the model never knew, taught the same name on the base model
             d = world.HELDOUT_DISTRACTORS[0]
-            train = [world.render(d, s) for s in world.train_seeds(args.k, world.SEEDS["forget_example"])]
-            held = [world.render(d, s) for s in world.heldout_seeds(args.heldout, world.SEEDS["eval_heldout"])]
+            train, held = world.forget_examples(d, args.k), world.heldout_examples(d, args.heldout)
             base = getattr(vlm, "chain", None)
             out["reference"] = relearn(base.base_vlm if base else vlm, train, c.name, held, args.steps, progress=bar)
     finally:
@@ -77,8 +74,6 @@ def cmd_relearn(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from nscvf import bench
-
     if args.from_json:
         try:
             res = bench.resummarise(json.loads(Path(args.from_json).read_text()))
@@ -88,21 +83,25 @@ def cmd_bench(args) -> int:
         print(bench.to_markdown(res))
         return 0
     methods = args.methods.split(",") if args.methods else None
-    if methods:
-        from nscvf.method.methods import all_methods
+    from nscvf.bench.run import run_bench  # torch: see the module docstring
+    from nscvf.method.methods import all_methods  # torch (the methods' losses)
 
+    if methods:
         bad = [m for m in methods if m not in all_methods()]
         if bad:
             raise InputError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(all_methods())}")
-    res = bench.run_bench(
+    settings = bench.BenchSettings(
         quick=args.quick,
         steps=args.steps,
-        methods=methods,
+        methods=tuple(methods) if methods else None,
         renders=args.renders,
-        continual_n=args.continual,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
         seeds=args.seeds,
         relearn=not args.no_relearn,
+        continual_n=args.continual,
+    )
+    res = run_bench(
+        settings,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
         partial=(lambda r: bench.write(r, args.json + ".partial", None)) if args.json else None,
     )
     res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
@@ -114,9 +113,7 @@ def cmd_bench(args) -> int:
 def cmd_gold(args) -> int:
     """Train the gold references (the base recipe with one target unknown) and commit what the benchmark
     compares against: ``assets/gold/<key>.json`` (answers, P("I don't know"), profile, relearning steps)."""
-    from nscvf import evidence, world
-    from nscvf.models import load_model
-    from nscvf.train_base import TrainBaseConfig, train_golds
+    from nscvf.train_base import TrainBaseConfig, train_golds  # torch: see the module docstring
 
     targets = [world.get_character(n) for n in (args.targets.split(",") if args.targets else evidence.GOLD_TARGETS)]
     if any(c.is_distractor for c in targets):

@@ -2,7 +2,9 @@
 
 Each builder returns ``(model, processor)``, seeded, small enough that a forward pass takes milliseconds on
 a CPU core. The tokenizer is the project's offline BPE (``nscvf.models.embedded.train_tokenizer``), with each
-family's special tokens added and a short chat template that emits them.
+family's special tokens added and a short chat template that emits them. The tests build their models here;
+``scripts/gpu_check.py`` builds the same layouts at real sizes with :func:`llava_processor`,
+:func:`qwen_processor` and :func:`finish`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from nscvf.models import embedded
+from nscvf.models.qwen2vl import Qwen2VLImageTextProcessor
 
 VOCAB = 320  # BPE merges over the world's text; enough for short questions and answers
 
@@ -27,7 +30,8 @@ def _bpe():
     return embedded.train_tokenizer(VOCAB)
 
 
-def _llava_processor(image_processor, num_additional_image_tokens: int):
+def llava_processor(image_processor, num_additional_image_tokens: int):
+    """A LLaVA processor over the offline BPE (``num_additional_image_tokens``: 1 when the tower has a CLS token)."""
     from transformers import LlavaProcessor
 
     tok = PreTrainedTokenizerFast(
@@ -55,7 +59,8 @@ def _text_config(kind: str, tok, hidden: int = 64, layers: int = 2, heads: int =
     )  # fmt: skip
 
 
-def _finish(model, tok):
+def finish(model, tok):
+    """The model in eval mode, generating with the tokenizer's special tokens."""
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
@@ -69,7 +74,7 @@ def build_llava_clip(seed: int = 0):
 
     s = LLAVA_IMAGE_SIZE
     ip = CLIPImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
-    processor = _llava_processor(ip, num_additional_image_tokens=1)
+    processor = llava_processor(ip, num_additional_image_tokens=1)
     tok = processor.tokenizer
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -83,7 +88,7 @@ def build_llava_clip(seed: int = 0):
         pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(seed)
-    return _finish(LlavaForConditionalGeneration(config), tok), processor
+    return finish(LlavaForConditionalGeneration(config), tok), processor
 
 
 def build_llava_siglip(seed: int = 0):
@@ -92,7 +97,7 @@ def build_llava_siglip(seed: int = 0):
 
     s = LLAVA_IMAGE_SIZE
     ip = SiglipImageProcessorPil(size={"height": s, "width": s})
-    processor = _llava_processor(ip, num_additional_image_tokens=0)
+    processor = llava_processor(ip, num_additional_image_tokens=0)
     tok = processor.tokenizer
     vision = SiglipVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -105,7 +110,7 @@ def build_llava_siglip(seed: int = 0):
         pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(seed)
-    return _finish(LlavaForConditionalGeneration(config), tok), processor
+    return finish(LlavaForConditionalGeneration(config), tok), processor
 
 
 # ---------------------------------------------------------------- Qwen2-VL / Qwen2.5-VL (merger inside model.visual)
@@ -128,8 +133,6 @@ QWEN_CHAT_TEMPLATE = (
 
 def qwen_processor():
     from transformers import Qwen2VLImageProcessorPil
-
-    from nscvf.models.qwen2vl import Qwen2VLImageTextProcessor
 
     bpe = _bpe()
     tok = PreTrainedTokenizerFast(
@@ -201,7 +204,7 @@ def build_qwen2_vl(seed: int = 0, family: str = "qwen2_vl"):
         "qwen3_vl": Qwen3VLForConditionalGeneration,
     }[family]
     torch.manual_seed(seed)
-    return _finish(cls(config), tok), processor
+    return finish(cls(config), tok), processor
 
 
 def build_qwen2_5_vl(seed: int = 0):

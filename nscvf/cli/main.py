@@ -12,9 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from nscvf.cli_common import StageBar, load_for
-from nscvf.cli_research import cmd_bench, cmd_gold, cmd_relearn, cmd_teach
+from nscvf import world
+from nscvf.cli.common import ProgressBar, StageBar, load_for, open_chain, result_folder, write_json
+from nscvf.cli.research import cmd_bench, cmd_gold, cmd_relearn, cmd_teach
 from nscvf.errors import InputError, NSCVFError
+from nscvf.eval import evaluate
+from nscvf.images import load_image
+from nscvf.method.config import UnlearnConfig
+from nscvf.method.outcome import assess
+from nscvf.rates import pct
 
 
 def _positive_int(limit: int):
@@ -31,8 +37,6 @@ def _positive_int(limit: int):
 
 
 def cmd_world_list(args) -> int:
-    from nscvf import world
-
     if args.json:
         entries = [
             {
@@ -58,8 +62,6 @@ def cmd_world_list(args) -> int:
 
 
 def cmd_world_render(args) -> int:
-    from nscvf import world
-
     c = world.get_character(args.character)
     out = Path(args.out)
     try:
@@ -75,8 +77,7 @@ def cmd_world_render(args) -> int:
 
 
 def cmd_train_base(args) -> int:
-    from nscvf import world
-    from nscvf.train_base import TrainBaseConfig, train_base
+    from nscvf.train_base import TrainBaseConfig, train_base  # torch: seconds to import, so only when training
 
     cfg = TrainBaseConfig()
     if args.quick:
@@ -94,8 +95,6 @@ def cmd_train_base(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from nscvf.images import load_image
-
     if not args.question.strip():
         raise InputError("the question is empty; put it in quotes after `nscvf ask`")
     image = load_image(args.image) if args.image else None
@@ -107,91 +106,47 @@ def cmd_ask(args) -> int:
 def _print_table(summary: dict) -> None:
     width = max(map(len, summary))
     for k, v in summary.items():
-        print(f"{k:<{width}}  {'-' if v is None else f'{100 * v:6.1f}%'}")
+        print(f"{k:<{width}}  {'-' if v is None else pct(v, unit='%').rjust(7)}")
 
 
 def cmd_eval(args) -> int:
-    from nscvf import world
-    from nscvf.eval import evaluate
-
     if args.target:
         world.get_character(args.target)  # fail early on an unknown name
     vlm = load_for(args)
-    bar = _progress_bar("evaluating")
+    bar = ProgressBar("evaluating")
     res = evaluate(vlm, target=args.target, renders=args.renders, progress=bar)
     bar.close()
     _print_table(res["summary"])
     for k, v in res.get("mc", {}).items():
-        print(f"mc.{k}: {100 * v:.1f}%")
+        print(f"mc.{k}: {pct(v, unit='%')}")
     print(f"{res['n_items']} questions in {res['seconds']} s")
     if args.json:
-        _write_json(args.json, res)
+        write_json(args.json, res)
     return 0
 
 
-def _write_json(path: str, obj) -> None:
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj, indent=1))
-    except OSError as e:
-        raise InputError(f"cannot write {p}: {e.strerror}") from None
-
-
-class _progress_bar:
-    """A tqdm bar driven by (done, total) callbacks."""
-
-    def __init__(self, desc: str):
-        from tqdm.auto import tqdm
-
-        self.tqdm = tqdm
-        self.bar = None
-        self.desc = desc
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = self.tqdm(total=total, desc=self.desc, file=sys.stderr, leave=False)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _config_from_args(args):
-    from nscvf.method.config import UnlearnConfig
-
     changes = {"method": args.method}
     for name in ("steps", "lr", "lora_rank", "energy", "tau", "retain_weight", "answer_weight", "evaluate", "seed"):
         v = getattr(args, name, None)
         if v is not None:
             changes[name] = v
-    return UnlearnConfig().replace(**changes).validate()
+    return UnlearnConfig().replace(**changes)  # validated on construction: bad values fail before the model loads
 
 
 def cmd_forget(args) -> int:
-    from nscvf import world
-    from nscvf.images import load_image
-    from nscvf.method.chain import UnlearningChain
-    from nscvf.models import load_model
-
     cfg = _config_from_args(args)
     if bool(args.images) == bool(args.character):
         raise InputError("give either --images PATH... or --character NAME (exactly one)")
     target = None
     if args.character:
-        c = world.get_character(args.character)
-        target = c.name
-        forget = [world.render(c, s) for s in world.train_seeds(args.n, world.SEEDS["forget_example"])]
+        target = world.get_character(args.character).name
+        forget = world.forget_examples(target, args.n)
     else:
         forget = [load_image(p) for p in args.images]
     retain = [load_image(p) for p in args.retain] if args.retain else None
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "chain.json").exists():
-        raise InputError(f"{out} exists and is not an unlearning result folder; choose a new --out")
-    vlm = load_model(args.model, device=args.device, dtype=args.dtype)
-    chain = UnlearningChain.load(vlm, args.continue_from) if args.continue_from else UnlearningChain(vlm)
+    out = result_folder(args.out)
+    chain = open_chain(args)
     bar = StageBar()
     try:
         result = chain.forget(forget, retain, cfg, progress=bar, target=target)
@@ -203,10 +158,8 @@ def cmd_forget(args) -> int:
     return 0
 
 
-def _print_result(r, world: bool) -> None:
-    from nscvf.method.outcome import assess
-
-    outcome = assess(r.to_dict(), world)
+def _print_result(r, is_world: bool) -> None:
+    outcome = assess(r.to_dict(), is_world)
     print(
         f"request {r.step}: method={r.method} target={r.target or '?'} steps={r.steps_run}"
         f"{' (stopped early: forgotten)' if r.stopped_early else ''} time={r.timings.get('total')} s"
@@ -221,12 +174,12 @@ def _print_result(r, world: bool) -> None:
         sb, sa = r.eval_before["summary"], r.eval_after["summary"]
         for k in ("target_name_acc", "target_name_acc_heldout", "target_unknown_rate", "retain_acc", "fact_text_acc"):
             if sa.get(k) is not None:
-                print(f"  {k}: {100 * sb[k]:.1f}% -> {100 * sa[k]:.1f}%")
+                print(f"  {k}: {pct(sb[k], unit='%')} -> {pct(sa[k], unit='%')}")
     ns = r.null_space["summary"]
     if ns.get("layers"):
         print(
             f"  null space: {ns['layers']} layers, mean kept rank {ns['mean_kept_rank']} "
-            f"({100 * ns['mean_kept_fraction']:.1f}% of dims) at energy {ns['energy']:g}"
+            f"({pct(ns['mean_kept_fraction'], unit='%')} of dims) at energy {ns['energy']:g}"
         )
     print(
         f"  retain drift: mean {r.retain_drift['mean']} max {r.retain_drift['max']}; "
@@ -234,16 +187,15 @@ def _print_result(r, world: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nscvf", description="Null-space constrained contrastive visual forgetting for MLLMs.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _model_args(sp) -> None:
+    sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
+    sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
+    sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
 
-    def model_args(sp):
-        sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
-        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-        sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
-        sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
 
+def _everyday_parsers(sub) -> None:
+    """world, train-base, ask, eval, forget."""
     w = sub.add_parser("world", help="the embedded concept world").add_subparsers(dest="world_command", required=True)
     wl = w.add_parser("list", help="named characters, one a line")
     wl.add_argument("--facts", action="store_true", help="also print traits, facts and the look-alike neighbour")
@@ -274,14 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="ask the model a question (text-only without --image)")
     a.add_argument("question")
     a.add_argument("--image", default=None)
-    model_args(a)
+    _model_args(a)
     a.set_defaults(func=cmd_ask)
 
     e = sub.add_parser("eval", help="evaluate on the embedded world")
     e.add_argument("--target", default=None, help="the forgotten character, reported separately")
     e.add_argument("--renders", type=_positive_int(50), default=3, help="images per character and render split")
     e.add_argument("--json", default=None, help="write the full results here")
-    model_args(e)
+    _model_args(e)
     e.set_defaults(func=cmd_eval)
 
     f = sub.add_parser("forget", help="forget a concept (one unlearning request)")
@@ -301,9 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--answer-weight", type=float, default=None, help='answer-level term toward "I don\'t know" (0: off)')
     f.add_argument("--evaluate", default=None, help="none, quick or full")
     f.add_argument("--seed", type=int, default=None)
-    model_args(f)
+    _model_args(f)
     f.set_defaults(func=cmd_forget)
 
+
+def _research_parsers(sub) -> None:
+    """teach, relearn, bench, gold (nscvf.cli.research)."""
     tc = sub.add_parser("teach", help="teach the model a new concept from your images (then forget it)")
     tc.add_argument("--images", nargs="+", required=True, help="at least 3 images of the concept (any size, JPEG/PNG/...)")
     tc.add_argument("--name", required=True, help="the name to teach (e.g. Zorblat)")
@@ -313,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder for the adapters and report.json (accepted by ask --adapter, forget --continue-from)"
     )
     tc.add_argument("--steps", type=_positive_int(500), default=None)
-    model_args(tc)
+    _model_args(tc)
     tc.set_defaults(func=cmd_teach)
 
     r = sub.add_parser("relearn", help="relearning attack: steps until a forgotten character is named again")
@@ -323,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heldout", type=_positive_int(64), default=8, help="held-out renders asked after every step")
     r.add_argument("--reference", action="store_true", help="also relearn an unseen distractor on the base model")
     r.add_argument("--json", default=None, help="write the result here")
-    model_args(r)
+    _model_args(r)
     r.set_defaults(func=cmd_relearn)
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
@@ -343,13 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gold", help="train the gold references (a target never learned) and write their evaluation")
     g.add_argument("--vision-from", default="assets/model", help="the base model whose vision stage the golds share")
-    g.add_argument("--targets", default=None, help="comma-separated (default: nscvf.evidence.GOLD_TARGETS)")
+    g.add_argument("--targets", default=None, help="comma-separated (default: nscvf.bench.evidence.GOLD_TARGETS)")
     g.add_argument("--out", default="runs/gold", help="folder for the gold models (not committed)")
     g.add_argument("--json-dir", default="assets/gold", help="folder for the committed evaluation records")
     g.add_argument("--renders", type=_positive_int(20), default=2, help="evaluation renders (the benchmark's --renders)")
     g.add_argument("--models-from", default=None, help="evaluate gold models trained earlier (skip training)")
     g.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
     g.set_defaults(func=cmd_gold)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nscvf", description="Null-space constrained contrastive visual forgetting for MLLMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _everyday_parsers(sub)
+    _research_parsers(sub)
     return p
 
 
@@ -365,7 +327,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nscvf: cancelled", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

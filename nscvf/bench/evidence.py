@@ -1,4 +1,4 @@
-"""Evidence a reviewer can check (issue 10): look-alike neighbours, gold references, spread and relearning.
+"""Evidence a reviewer can check (issue 10): look-alike neighbours, gold references and relearning.
 
 * **Splits.** An evaluation (:func:`nscvf.eval.evaluate` with ``keep_answers``) is cut into the
   ``target`` (its image questions), the ``neighbour`` (the target's look-alike sibling: same shape, colour
@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 from nscvf import world
-from nscvf.eval import normalise
+from nscvf.eval import evaluate, is_mentioned_any, is_unknown, normalise
 
 GOLD_DIR = Path(__file__).resolve().parent.parent / "assets" / "gold"
 # Gold targets: three with a look-alike sibling (two primary characters and one sibling), one without.
@@ -44,7 +44,7 @@ NEIGHBOUR_RENDERS = 12  # held-out renders of the sibling for the neighbour reta
 
 def ks_test(a: list[float], b: list[float]) -> dict:
     """Two-sample Kolmogorov-Smirnov test (two-sided; exact p-value for small samples): {"stat", "p"}."""
-    from scipy.stats import ks_2samp
+    from scipy.stats import ks_2samp  # scipy.stats takes a second to import; only the KS test needs it
 
     if not a or not b:
         return {"stat": None, "p": None}
@@ -57,14 +57,6 @@ def agreement(a: list[str], b: list[str]) -> float | None:
     if len(a) != len(b):
         raise ValueError(f"agreement: {len(a)} answers against {len(b)}")
     return round(sum(normalise(x) == normalise(y) for x, y in zip(a, b)) / len(a), 4) if a else None
-
-
-def spread(values: list[float | None]) -> dict:
-    """{"mean", "std" (sample standard deviation; 0 for one value), "n"} of the values that are not None."""
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(statistics.fmean(v), 4), "std": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0, "n": len(v)}
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -109,8 +101,6 @@ def neighbour_retain_acc(rows: list[dict], target: str) -> float | None:
 def target_identity(vlm, target: str, n: int = NEIGHBOUR_RENDERS) -> dict:
     """Who the model says the target is on ``n`` held-out renders (every identity question of both
     template splits): the share answered "I don't know", named as the target, named as its sibling."""
-    from nscvf.eval import is_mentioned_any, is_unknown
-
     t = world.get_character(target)
     qs = [q for split in ("train", "heldout") for q in world.IDENTITY_TEMPLATES[split]]
     imgs = _renders(t, world.heldout_seeds(n, world.SEEDS["eval_heldout"]))
@@ -127,8 +117,6 @@ def neighbour_eval(vlm, target: str, n: int = NEIGHBOUR_RENDERS) -> float | None
     """The sibling's accuracy on its own larger set (an evaluation has only ``renders`` images of it): ``n``
     held-out renders, every identity question of both template splits and each fact in both splits (exact
     match). None when the target has no sibling."""
-    from nscvf.eval import normalise
-
     sib = world.neighbour_of(target)
     if sib is None:
         return None
@@ -177,7 +165,7 @@ def p_unknown(vlm, target: str, n: int = P_UNKNOWN_RENDERS) -> list[float]:
 def relational_profile(vlm, target: str, n: int = PROFILE_RENDERS) -> list[float]:
     """Cosine of the target's mean pooled feature (held-out renders) to the centroid of every other named
     character and of the unseen distractors (the unknown region), in world order, unknown last."""
-    import torch
+    import torch  # torch: seconds to import; the CLI imports this module for `nscvf gold` without a model
     import torch.nn.functional as F
 
     def centroid(chars) -> torch.Tensor:
@@ -197,7 +185,7 @@ def profile_distance(a: list[float], b: list[float]) -> float:
 def neighbour_drift(before, after, target: str, n: int = 8) -> float | None:
     """Mean relative drift ||z_after - z_before|| / ||z_before|| of the sibling's pooled projector features
     on its held-out renders (None when the target has no sibling)."""
-    from nscvf.method.cvf import retain_drift
+    from nscvf.method.contrastive import retain_drift  # torch (see relational_profile)
 
     sib = world.neighbour_of(target)
     if sib is None:
@@ -209,13 +197,13 @@ def neighbour_drift(before, after, target: str, n: int = 8) -> float | None:
 def relearn_steps(vlm, target: str, ks=RELEARN_KS, steps: int = RELEARN_STEPS, heldout: int = 8) -> dict[str, int | None]:
     """The relearning attack for each k: steps until held-out renders are named again (None: not within
     ``steps``; 0: still named). Same renders for every method and the gold model."""
-    from nscvf.method.relearn import relearn
+    from nscvf.method.relearn import relearn  # torch (see relational_profile)
 
     c = world.get_character(target)
     held = _renders(c, world.heldout_seeds(heldout, world.SEEDS["eval_heldout"]))
     out = {}
     for k in ks:
-        train = _renders(c, world.train_seeds(k, world.SEEDS["forget_example"]))
+        train = world.forget_examples(c, k)
         out[str(k)] = relearn(vlm, train, c.name, held, steps)["named_at"]
     return out
 
@@ -236,8 +224,6 @@ def gold_path(target: str, gold_dir: Path | str | None = None) -> Path:
 
 def gold_record(vlm, target: str, renders: int, training: dict | None = None, progress=None) -> dict:
     """Everything the benchmark compares against a gold model, measured on ``vlm`` (the gold model)."""
-    from nscvf.eval import evaluate
-
     ev = evaluate(vlm, target, renders=renders, mc=False, keep_answers=True)
     rows = ev["answers"]
     if progress:
