@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 
 from nscvf.errors import InputError
-from nscvf.method.config import UnlearnConfig
+from nscvf.method.config import RETIRED, UnlearnConfig
 
 MAX_STEPS = 100  # requests in one chain
 MAX_TEXT = 200  # characters of a target name or a fingerprint
@@ -131,6 +131,8 @@ def _settings(kind: str, d, what: str):
         from nscvf.method.teach import TeachConfig as cls
     else:
         cls = UnlearnConfig
+        if isinstance(d, dict):  # settings that moved off the config (e.g. onto the Domain): dropped by name
+            d = {k: v for k, v in d.items() if k not in RETIRED}
     d = _fields(cls, d, what, required=False)
     try:
         cfg = cls(**d).validate()
