@@ -3,9 +3,9 @@
     python app.py          # serves on $GRADIO_SERVER_PORT (default 7860)
 
 The Space's entry file: it sets the environment's defaults (offline, quiet) before Gradio or
-huggingface_hub are imported, then serves :func:`webapp.ui.launch`. The app itself is the ``webapp``
-package (settings, runtime, sessions, records, service, views, handlers, ui); ``app.demo`` is the page,
-built on first access. Environment: see :mod:`webapp.settings`, plus ``GRADIO_SERVER_NAME`` /
+huggingface_hub are imported, then serves :func:`webapp.page.app.launch`. The app itself is the ``webapp``
+package, in four layers (``state``, ``service``, ``views``, ``page``: ARCHITECTURE.md); ``app.demo`` is the
+page, built on first access. Environment: see :mod:`webapp.state.settings`, plus ``GRADIO_SERVER_NAME`` /
 ``GRADIO_SERVER_PORT``.
 """
 
@@ -27,13 +27,13 @@ if os.environ.get("GRADIO_SERVER_PORT", None) == "":  # an empty value crashes `
 def __getattr__(name: str):
     """``app.demo``: the page, built on first access (Spaces and tools that look for it)."""
     if name == "demo":
-        from webapp import ui
+        from webapp.page import app  # imports gradio: only after the environment above is set
 
-        return ui.demo()
+        return app.demo()
     raise AttributeError(f"module 'app' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    from webapp import ui
+    from webapp.page import app  # imports gradio: only after the environment above is set
 
-    ui.main()
+    app.main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from nscvf.errors import InputError
@@ -15,10 +16,18 @@ from nscvf.errors import InputError
 MAX_UNPACKED = 2 * 1024**3  # refuse archives that would unpack to more than this
 
 
+def library_version() -> str:
+    """nscvf's version from the installed package's metadata (not ``nscvf.__version__``: importing the
+    package face from here closed an import circle, nscvf -> method.chain -> method.export -> nscvf)."""
+    try:
+        return version("nscvf")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def model_card(chain) -> str:
     """README.md for a saved chain: YAML metadata (base model, fingerprint, methods, targets, library) and
     each request's settings and measured numbers (from its result; nothing that was not measured)."""
-    import nscvf
     from nscvf.method.outcome import assess
 
     steps = chain.steps
@@ -27,7 +36,7 @@ def model_card(chain) -> str:
         "library_name: peft",
         f"base_model: {chain.shared.source}",
         "tags: [nscvf, machine-unlearning, lora]",
-        f"nscvf_version: {nscvf.__version__}",
+        f"nscvf_version: {library_version()}",
         f"base_fingerprint: {chain.shared.fingerprint}",
         f"methods: [{', '.join(sorted({s.config.method for s in steps}))}]",
         f"targets: [{', '.join(s.target or '?' for s in steps)}]",
