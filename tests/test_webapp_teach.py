@@ -112,9 +112,8 @@ def test_relearning_probe_counts_steps_and_leaves_the_chain(rt, forgotten):
     sess, _ = forgotten
     fp = sess.chain.state_fingerprint
     probe = teach.relearn_probe(rt, sess, 2)
-    assert probe["target"] == NAME and probe["k"] == 2
-    for key in ("chain", "reference"):
-        res = probe[key]
+    assert probe.target == NAME and probe.k == 2
+    for res in (probe.chain, probe.reference):
         assert "named_at" in res and res["curve"], res
         assert res["named_at"] is None or res["named_at"] >= 1  # forgotten / never known: not named before step 1
     assert sess.chain.state_fingerprint == fp and len(sess.chain) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import NamedTuple
 
 from PIL import Image, ImageOps
 
@@ -30,6 +31,17 @@ def augment(img: Image.Image, rng: random.Random) -> Image.Image:
     if rng.random() < 0.5:
         out = ImageOps.mirror(out)
     return Image.eval(out, lambda v, f=rng.uniform(0.9, 1.1): min(255, int(v * f)))
+
+
+class RelearnSets(NamedTuple):
+    """What a relearning probe trains on and tests: the target's images (k), held-out images of it, and the
+    same for a reference that never knew the target (``reference`` says what it is)."""
+
+    train: list
+    held: list
+    ref_train: list
+    ref_held: list
+    reference: str
 
 
 def infer_target(answers: list[str]) -> str | None:
@@ -81,6 +93,11 @@ class Domain:
     def showcase_questions(self) -> list[str]:
         """The questions asked about each showcase image, before and after."""
         return self.probe_questions()
+
+    def relearn_sets(self, target: str, images: list, k: int, n_heldout: int, taught=()) -> RelearnSets | None:
+        """Rendered images to relearn ``target`` from and a reference, or None: the caller uses the request's
+        own images (a generic model has no renders)."""
+        return None
 
     def retain_images(self, exclude: list[str], cfg) -> list[Image.Image]:
         raise InputError("retain images are required for this model: pass images of what must be kept")
@@ -158,6 +175,18 @@ class WorldDomain(Domain):
 
     def showcase_questions(self) -> list[str]:
         return [self.probe_questions()[0], world.IMAGE_FACT_TEMPLATES["town"]["train"][0]]
+
+    def relearn_sets(self, target: str, images: list, k: int, n_heldout: int, taught=()) -> RelearnSets | None:
+        """A world character (not a concept taught to the chain): k of its images (training renders when the
+        upload is gone), held-out renders, and an unseen distractor taught the same name as the reference."""
+        if target in taught or target not in world.NAMES:
+            return None
+        c, d = world.get_character(target), world.HELDOUT_DISTRACTORS[0]
+        train = images[:k] or [world.render(c, s) for s in world.train_seeds(k, world.SEEDS["forget_example"])]
+        held_seeds = world.heldout_seeds(n_heldout, world.SEEDS["eval_heldout"])
+        ref_train = [world.render(d, s) for s in world.train_seeds(len(train), world.SEEDS["forget_example"])]
+        return RelearnSets(train, [world.render(c, s) for s in held_seeds], ref_train, [world.render(d, s) for s in held_seeds],
+                           f"an unseen character taught the same name ({target}) on the base model")  # fmt: skip
 
     @staticmethod
     def named_except(exclude) -> list:

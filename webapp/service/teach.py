@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nscvf import world
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
+from nscvf.method.domain import RelearnSets
 from nscvf.method.relearn import relearn
 from nscvf.method.teach import TeachConfig, check_name, heldout_view
 from webapp.service.form import image_paths
 from webapp.service.jobs import ensure_chain, restore, run_job, shown_images, shown_record
-from webapp.state.records import RequestRecord
+from webapp.state.records import RelearnProbe, RequestRecord
 from webapp.state.runtime import Runtime, gpu
 from webapp.state.sessions import Job, Session
 
@@ -110,42 +110,32 @@ def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None)
 # ------------------------------------------------------------------------------ relearning probe
 
 
-def _is_world(name: str | None) -> bool:
-    return any(c.name == name for c in world.CHARACTERS)
-
-
-def _probe_sets(rec: RequestRecord, k: int, taught: bool) -> dict:
-    """Training images (k of the request's forget images), held-out images, and the reference's sets."""
+def _probe_sets(chain, rec: RequestRecord, k: int) -> RelearnSets:
+    """Training images (k of the request's forget images), held-out images, and the reference's: rendered
+    by the Domain where it can (a world character), else views of the uploaded images themselves."""
     images = shown_images(rec)[0]
-    if taught or not _is_world(rec.target):
-        if not images:
-            raise InputError("the images of that request are gone (an imported timeline): forget them again to probe")
-        held = [heldout_view(images[i % len(images)], random.Random(7000 + i)) for i in range(PROBE_HELDOUT)]
-        train = images[:k]
-        # the base model never knew these images: taught the same name on them, the reference
-        return {"train": train, "held": held, "ref_train": train, "ref_held": held,
-                "reference": f"the base model taught {rec.target!r} on the same {len(train)} image(s) (it never knew them)"}  # fmt: skip
-    c = world.get_character(rec.target)
-    train = images[:k] or [world.render(c, s) for s in world.train_seeds(k, world.SEEDS["forget_example"])]
-    held = [world.render(c, s) for s in world.heldout_seeds(PROBE_HELDOUT, world.SEEDS["eval_heldout"])]
-    d = world.HELDOUT_DISTRACTORS[0]
-    ref_train = [world.render(d, s) for s in world.train_seeds(len(train), world.SEEDS["forget_example"])]
-    ref_held = [world.render(d, s) for s in world.heldout_seeds(PROBE_HELDOUT, world.SEEDS["eval_heldout"])]
-    return {"train": train, "held": held, "ref_train": ref_train, "ref_held": ref_held,
-            "reference": f"an unseen character taught the same name ({rec.target}) on the base model"}  # fmt: skip
+    sets = chain.domain.relearn_sets(rec.target, images, k, PROBE_HELDOUT, chain.taught)
+    if sets is not None:
+        return sets
+    if not images:
+        raise InputError("the images of that request are gone (an imported timeline): forget them again to probe")
+    held = [heldout_view(images[i % len(images)], random.Random(7000 + i)) for i in range(PROBE_HELDOUT)]
+    train = images[:k]
+    # the base model never knew these images: taught the same name on them, the reference
+    reference = f"the base model taught {rec.target!r} on the same {len(train)} image(s) (it never knew them)"
+    return RelearnSets(train, held, train, held, reference)
 
 
 @gpu
-def _relearn_both(chain, rec: RequestRecord, sets: dict, job: Job) -> dict:
+def _relearn_both(chain, rec: RequestRecord, sets: RelearnSets, job: Job) -> RelearnProbe:
     def cb(which):
         return lambda stage, done, total: job.update(f"{which}: {stage}", done, total)
 
     name = rec.target
-    mine = relearn(chain.vlm, sets["train"], name, sets["held"], PROBE_STEPS, progress=cb("this model"), cancel=job.cancel)
-    ref = relearn(chain.base_vlm, sets["ref_train"], name, sets["ref_held"], PROBE_STEPS, progress=cb("reference"),
+    mine = relearn(chain.vlm, sets.train, name, sets.held, PROBE_STEPS, progress=cb("this model"), cancel=job.cancel)
+    ref = relearn(chain.base_vlm, sets.ref_train, name, sets.ref_held, PROBE_STEPS, progress=cb("reference"),
                   cancel=job.cancel)  # fmt: skip
-    return {"target": name, "k": len(sets["train"]), "steps": PROBE_STEPS, "chain": mine, "reference": ref, "heldout": len(sets["held"]),
-            "reference_label": sets["reference"]}  # fmt: skip
+    return RelearnProbe(name, len(sets.train), PROBE_STEPS, mine, ref, len(sets.held), sets.reference)
 
 
 def last_forgotten(sess: Session) -> RequestRecord | None:
@@ -153,7 +143,7 @@ def last_forgotten(sess: Session) -> RequestRecord | None:
     return next((r for r in reversed(sess.records) if not r.is_teach and r.target), None)
 
 
-def relearn_probe(rt: Runtime, sess: Session, k, progress=lambda *a, **k: None) -> dict | None:
+def relearn_probe(rt: Runtime, sess: Session, k, progress=lambda *a, **k: None) -> RelearnProbe | None:
     """ "Try to bring it back": relearn the last forgotten target from ``k`` of its images on this session's
     model and, as the reference, on the base model (never changes the chain). None when cancelled."""
     try:
@@ -167,7 +157,7 @@ def relearn_probe(rt: Runtime, sess: Session, k, progress=lambda *a, **k: None) 
         if rec is None or sess.chain is None:
             raise InputError("nothing forgotten yet in this session: press Forget first, then try to bring it back")
         chain = sess.chain
-        sets = _probe_sets(rec, k, rec.target in chain.taught)
+        sets = _probe_sets(chain, rec, k)
         try:
             return run_job(job, lambda: _relearn_both(chain, rec, sets, job), progress, rt.settings.time_limit,
                            f"relearn-{sess.sid[:8]}")  # fmt: skip

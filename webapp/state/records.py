@@ -237,3 +237,21 @@ class Comparison:
     target: str | None
     n_forget: int
     world: bool = True
+
+
+# ------------------------------------------------------------------------------ relearning probe
+
+
+@dataclass(frozen=True)
+class RelearnProbe:
+    """ "Try to bring it back": the forgotten target relearned from ``k`` images for at most ``steps`` steps,
+    on this session's model (``chain``) and on a reference that never knew it (``reference``), each as
+    :func:`nscvf.method.relearn.relearn` returns it ({"named_at", "curve", "seconds", ...})."""
+
+    target: str
+    k: int
+    steps: int
+    chain: dict
+    reference: dict
+    heldout: int  # held-out images the name is checked on
+    reference_label: str  # what the reference is

@@ -3,7 +3,7 @@ line, the text note, the numbers, and the probe's plot and note. No Gradio, no e
 
 from __future__ import annotations
 
-from webapp.state.records import RequestRecord, na
+from webapp.state.records import RelearnProbe, RequestRecord, na
 from webapp.views.format import drift_text, pct
 from webapp.views.verdict import outcome
 
@@ -72,31 +72,30 @@ def _steps(res: dict, steps: int) -> str:
     return f"named again after {at} step{'s' if at != 1 else ''}"
 
 
-def relearn_note(probe: dict) -> str:
+def relearn_note(probe: RelearnProbe) -> str:
     """The probe's sentence: steps until the name returns, for this session's model and the reference."""
-    s = probe["steps"]
-    mine, ref = probe["chain"], probe["reference"]
+    s, mine, ref = probe.steps, probe.chain, probe.reference
     return (
-        f"**{probe['target']}**, relearned from {probe['k']} image(s) (a fresh visual LoRA, at most {s} steps; "
-        f"back = at least half of {probe.get('heldout', '?')} held-out images named):\n\n"
+        f"**{probe.target}**, relearned from {probe.k} image(s) (a fresh visual LoRA, at most {s} steps; "
+        f"back = at least half of {probe.heldout} held-out images named):\n\n"
         f"- **this session's model:** {_steps(mine, s)} ({mine['seconds']} s)\n"
-        f"- **reference, {probe['reference_label']}:** {_steps(ref, s)} ({ref['seconds']} s)\n\n"
+        f"- **reference, {probe.reference_label}:** {_steps(ref, s)} ({ref['seconds']} s)\n\n"
         "A concept only hidden comes back in a step or two; one truly gone needs about as long as the reference."
     )
 
 
-def relearn_figure(probe: dict):
+def relearn_figure(probe: RelearnProbe):
     """Held-out images named (%) before step 1 and after each step: this model and the reference."""
     import plotly.graph_objects as go  # plotly is heavy (~1 s): imported when a figure is drawn
 
     fig = go.Figure()
-    for key, label, colour in (("chain", "this session's model", "#d62728"), ("reference", "reference", "#1f77b4")):
-        curve = probe[key]["curve"]
+    for run, label, colour in ((probe.chain, "this session's model", "#d62728"), (probe.reference, "reference", "#1f77b4")):
+        curve = run["curve"]
         fig.add_trace(go.Scatter(x=list(range(len(curve))), y=[100 * v for v in curve], mode="lines+markers",
                                  name=label, line={"color": colour}))  # fmt: skip
     fig.add_hline(y=50, line_dash="dot", line_color="grey")
     fig.update_layout(
-        height=300, margin={"l": 40, "r": 10, "t": 30, "b": 40}, title=f"Bringing {probe['target']} back (k={probe['k']})",
+        height=300, margin={"l": 40, "r": 10, "t": 30, "b": 40}, title=f"Bringing {probe.target} back (k={probe.k})",
         xaxis_title="relearning steps", yaxis_title="held-out images named (%)", yaxis_range=[-5, 105],
         legend={"orientation": "h", "y": -0.3},
     )  # fmt: skip
