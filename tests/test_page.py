@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (n
 
 from nscvf.method.result import UnlearnResult  # noqa: E402
 from webapp.page import app as page_app  # noqa: E402
+from webapp.page import upload  # noqa: E402
 from webapp.page.ask import Answered  # noqa: E402
 from webapp.page.common import Page  # noqa: E402
 from webapp.page.compare import Compared  # noqa: E402
@@ -47,6 +48,14 @@ def built(tmp_path_factory) -> tuple[gr.Blocks, Page]:
     tmp = tmp_path_factory.mktemp("page")
     settings = Settings(data_dir=tmp / "data", examples_dir=ROOT / "assets" / "examples", model_dir=ROOT / "assets" / "model")
     return page_app.build(settings, runtime.local(settings, None, None, warm_up=False))
+
+
+def test_default_settings_point_at_the_repository_assets(tmp_path):
+    s = Settings.from_env({"NSCVF_DATA_DIR": str(tmp_path)})
+    assert s.examples_dir == ROOT / "assets" / "examples" and s.model_dir == ROOT / "assets" / "model"
+    demo, page = page_app.build(s, runtime.local(s, None, None, warm_up=False))
+    captions = [item["caption"] for item in page.upload.examples.value]
+    assert captions == [c.name for c in upload.example_characters(s.examples_dir)] and len(captions) >= 16
 
 
 def _event(demo: gr.Blocks, api_name: str):

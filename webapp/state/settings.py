@@ -19,7 +19,7 @@ from nscvf.images import MAX_FILE_BYTES
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import all_methods
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (webapp/state/settings.py)
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 BROWSER_TYPES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}  # shown by a browser as they are
 POLL_S = 0.5  # progress refresh period of a running request
