@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from nscvf.cache import Cache
 from nscvf.errors import NSCVFError
-from nscvf.models import load_model
 from webapp.state.sessions import Registry
 from webapp.state.settings import OVERHEAD_S, SECONDS_PER_STEP, Settings, steps_max
 from webapp.state.umap_worker import UmapWorker
@@ -90,6 +89,10 @@ class ModelHolder:
     def _load(self) -> None:
         t = time.time()
         try:
+            # The model families import transformers' model classes (~4 s on a small CPU): in this loader
+            # thread, so that the page serves before they are loaded.
+            from nscvf.models import load_model
+
             self.cache = Cache(self.settings.data_dir / "cache")
             vlm = load_model()
             _ = vlm.fingerprint  # computed once here, not on the first click
