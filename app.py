@@ -6,9 +6,9 @@ The Space's entry file, run from a plain checkout (a Space does not pip-install 
 ``nscvf`` and ``webapp`` packages import from this folder). It sets the environment's defaults before
 Gradio or huggingface_hub are imported (offline mode for a local model only: a Hub id in ``NSCVF_MODEL``
 downloads), imports ``spaces`` before anything can initialise CUDA (ZeroGPU requires it; elsewhere a
-no-op), then serves :func:`webapp.ui.launch`. The app itself is the ``webapp``
-package (settings, runtime, sessions, records, service, views, handlers, ui); ``app.demo`` is the page,
-built on first access. Environment: see :mod:`webapp.settings`, plus ``GRADIO_SERVER_NAME`` /
+no-op), then serves :func:`webapp.page.app.launch`. The app itself is the ``webapp`` package, in four
+layers (``state``, ``service``, ``views``, ``page``: ARCHITECTURE.md); ``app.demo`` is the page, built on
+first access. Environment: see :mod:`webapp.state.settings`, plus ``GRADIO_SERVER_NAME`` /
 ``GRADIO_SERVER_PORT``.
 """
 
@@ -38,13 +38,13 @@ except ImportError:  # not installed (pip install -e . without it): no ZeroGPU, 
 def __getattr__(name: str):
     """``app.demo``: the page, built on first access (Spaces and tools that look for it)."""
     if name == "demo":
-        from webapp import ui
+        from webapp.page import app  # imports gradio: only after the environment above is set
 
-        return ui.demo()
+        return app.demo()
     raise AttributeError(f"module 'app' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    from webapp import ui
+    from webapp.page import app  # imports gradio: only after the environment above is set
 
-    ui.main()
+    app.main()

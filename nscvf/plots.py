@@ -3,7 +3,7 @@ and after unlearning, as plotly figures.
 
 One projection is fitted on the *before* features and applied to the *after* features, so the two
 panels share axes and the forget cluster is seen leaving its old place. umap-learn is imported lazily
-(its import and first fit take ~10 s each; the app warms it up at launch, webapp.runtime).
+(its import and first fit take ~10 s each; the app warms it up at launch, in webapp.state.umap_worker).
 """
 
 from __future__ import annotations

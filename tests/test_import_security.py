@@ -38,9 +38,8 @@ def _images(n, seed, side=40):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tiny_models import build_llava_clip
-
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     return wrap_model(*build_llava_clip())
 
@@ -509,9 +508,8 @@ def test_adapter_config_must_match_chain_json(tiny, made, guard, tmp_path):
 
 
 def test_other_refusals_name_the_file_only(tiny, made, guard, tmp_path):
-    from tiny_models import build_llava_clip
-
     from nscvf.models import wrap_model
+    from nscvf.models.tiny import build_llava_clip
 
     refused(tiny, made, tmp_path / "nowhere", "no such file or folder")
     (tmp_path / "empty").mkdir()
@@ -568,8 +566,9 @@ def test_app_import_refuses_hostile_archives_and_keeps_the_session(tiny, made, t
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
     from nscvf.cache import Cache
-    from webapp import runtime, timeline
-    from webapp.settings import Settings
+    from webapp.service import timeline
+    from webapp.state import runtime
+    from webapp.state.settings import Settings
 
     settings = Settings(
         data_dir=tmp_path / "data", examples_dir=root / "assets" / "examples", model_dir=root / "assets" / "model"

@@ -203,7 +203,7 @@ def _plain_copy(dst: Path) -> Path:
 
 @pytest.mark.slow
 def test_space_build_serves_a_forget_from_a_plain_checkout(tmp_path):
-    from browser_conftest import AppServer, client, example_paths
+    from support.app_server import AppServer, client, example_paths
     from test_app import FORGET, STATUS, forget_args, rows
 
     python = _space_venv()

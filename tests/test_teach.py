@@ -1,4 +1,4 @@
-"""Teach, then forget, on photo-like images the embedded model never saw (tests/photos.py): the taught
+"""Teach, then forget, on photo-like images the embedded model never saw (tests/support/photos.py): the taught
 name reaches held-out views and nothing else; forgetting it works like forgetting a world character;
 undo and reset walk back; the CLI round trip."""
 
@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from support.photos import mug_photo, texture_photo
 
 from nscvf import world
 from nscvf.errors import InputError
@@ -19,8 +20,6 @@ NAME = "Zorblat"
 
 @pytest.fixture(scope="module")
 def taught(embedded, tmp_path_factory):
-    from photos import mug_photo
-
     from nscvf.cache import Cache
 
     chain = UnlearningChain(embedded, Cache(tmp_path_factory.mktemp("cache")))
@@ -34,8 +33,6 @@ def _others(n=2):
 
 
 def test_taught_name_reaches_heldout_views_and_nothing_else(taught, embedded):
-    from photos import mug_photo
-
     chain, images, result = taught
     assert result.kind == "teach" and result.target == NAME and chain.taught == [NAME]
     assert result.measures["heldout_named"] >= 0.9, result.measures
@@ -63,8 +60,6 @@ def test_forgetting_a_taught_concept_keeps_the_others(taught):
 
 
 def test_forget_the_taught_concept_then_undo_and_reset(taught, embedded):
-    from photos import mug_photo
-
     chain, images, _ = taught
     r = chain.forget(images, config=UnlearnConfig(evaluate="none"))
     assert r.target == NAME and r.text_identical and r.text_logits_identical  # across the forget request
@@ -81,8 +76,6 @@ def test_forget_the_taught_concept_then_undo_and_reset(taught, embedded):
 
 
 def test_teach_refuses_bad_input(embedded):
-    from photos import texture_photo
-
     chain = UnlearningChain(embedded)
     adapters = chain.shared.adapter_names()
     with pytest.raises(InputError, match="at least 3 images"):

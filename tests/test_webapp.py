@@ -22,10 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (not installed)
 
 from nscvf.errors import InputError  # noqa: E402
-from webapp import records, runtime, service, timeline, views  # noqa: E402
-from webapp.nullspace_view import nullspace_figure, short_names  # noqa: E402
-from webapp.sessions import Busy, Registry  # noqa: E402
-from webapp.settings import Settings, method_choices  # noqa: E402
+from nscvf.method.result import UnlearnResult  # noqa: E402
+from webapp.service import ask as asking  # noqa: E402
+from webapp.service import compare, timeline  # noqa: E402
+from webapp.service import forget as service  # noqa: E402
+from webapp.service import form as form_module  # noqa: E402
+from webapp.state import records, runtime  # noqa: E402
+from webapp.state.sessions import Busy, Registry  # noqa: E402
+from webapp.state.settings import Settings, method_choices  # noqa: E402
+from webapp.views import forget as views  # noqa: E402
+from webapp.views import verdict  # noqa: E402
+from webapp.views.compare import comparison_note, comparison_rows  # noqa: E402
+from webapp.views.format import table  # noqa: E402
+from webapp.views.nullspace import nullspace_figure, short_names  # noqa: E402
 
 STEPS = 3
 
@@ -61,8 +70,6 @@ def rt(tmp_path_factory):
 @pytest.fixture
 def no_early_stop(monkeypatch):
     """2000-step requests that run until cancelled (the tiny model's answers change within a few steps)."""
-    from webapp import form as form_module
-
     make = form_module.make_config
     monkeypatch.setattr(form_module, "make_config", lambda f: make(f).replace(stop_when_forgotten=False))
 
@@ -93,15 +100,15 @@ def first(rt, files):
 
 def test_form_errors_name_the_field():
     with pytest.raises(InputError, match="steps=0 is out of range"):
-        service.make_config(form([], [], steps=0))
+        form_module.make_config(form([], [], steps=0))
     with pytest.raises(InputError, match="steps is empty"):
-        service.make_config(form([], [], steps=None))
+        form_module.make_config(form([], [], steps=None))
     with pytest.raises(InputError, match="nope"):
-        service.make_config(form([], [], method="nope"))
+        form_module.make_config(form([], [], method="nope"))
     with pytest.raises(InputError, match="no images: upload"):
-        service.parse_forget(form([], []), 32)
+        form_module.parse_forget(form([], []), 32)
     with pytest.raises(InputError, match="3 images is too many"):
-        service.image_paths(["a.png", "b.png", "c.png"], 2)
+        form_module.image_paths(["a.png", "b.png", "c.png"], 2)
 
 
 def test_method_menu_is_the_catalogue():
@@ -177,6 +184,15 @@ def test_identical_request_restored_in_another_session(rt, first, files):
     assert b.chain.vlm.generate(["Who is this?"], [img]) == a.chain.vlm.generate(["Who is this?"], [img])
 
 
+def test_a_request_reads_and_fingerprints_its_images_once(rt, first, files, monkeypatch):
+    real, calls = form_module.image_set_fingerprint, []
+    monkeypatch.setattr(form_module, "image_set_fingerprint", lambda imgs: calls.append(len(imgs)) or real(imgs))
+    out = service.forget(rt, rt.sessions.get("fp"), form(files["red"], files["keep"], name="Red"))
+    rt.sessions.free("fp")
+    assert out.restored and calls == [3, 3]  # the forget images once, the images to keep once
+    assert out.record.key == first[1].record.key and out.record.key[3] == real(out.request.images)
+
+
 def test_undo_reset_and_two_sessions_isolated(rt, first, files):
     a, _, _ = first
     c = rt.sessions.get("c")
@@ -191,7 +207,7 @@ def test_undo_reset_and_two_sessions_isolated(rt, first, files):
     assert service.rewind(rt, a, reset=True) is None and len(a.chain) == 0 and a.records == []
     assert service.rewind(rt, a) is False  # nothing to undo
     assert len(c.chain) == 1 and c.chain.state_fingerprint == fp1
-    answers = service.ask(rt, a, "What is this?")
+    answers = asking.ask(rt, a, "What is this?")
     assert answers.k == 0 and answers.current == answers.base
 
 
@@ -224,7 +240,7 @@ def test_session_operations_are_exclusive_and_cancel_leaves_the_chain(rt, files,
     t.start()
     assert stepping.wait(120), f"never reached the optimisation steps: {res.get('error')}"
     with pytest.raises(Busy, match="already running"):
-        service.ask(rt, sess, "Who is this?")
+        asking.ask(rt, sess, "Who is this?")
     with pytest.raises(Busy):
         service.rewind(rt, sess)
     with pytest.raises(Busy):
@@ -237,7 +253,7 @@ def test_session_operations_are_exclusive_and_cancel_leaves_the_chain(rt, files,
     out = res["out"]
     assert out.stopped == "cancelled" and out.record is None and len(sess.chain) == 0 and sess.records == []
     assert "Request 1 cancelled" in views.stopped_status(out.stopped, out.k, out.seconds, 600)
-    assert service.ask(rt, sess, "Who is this?").k == 0  # the session works again
+    assert asking.ask(rt, sess, "Who is this?").k == 0  # the session works again
 
 
 def test_cancel_while_queued_drops_the_request(rt, files):
@@ -258,7 +274,7 @@ def test_freeing_a_session_frees_its_adapters(rt, files):
     rt.sessions.free("g")
     assert sess.chain is None and not (mine & shared.adapter_names()) and "g" not in rt.sessions
     with pytest.raises(Busy, match="ended"):
-        service.ask(rt, sess, "Who is this?")
+        asking.ask(rt, sess, "Who is this?")
 
 
 def _adapters(sess) -> set:
@@ -283,13 +299,14 @@ IDK = "I don't know."
 
 def world_record(before, after, target, steps=40, evals=None, drift=0.04, partial=False):
     """A record of the embedded world's kind, from the answers a request measured (as the engine records them)."""
-    result = {
-        "target": target, "method": "nscvf", "steps_run": steps, "config": {"steps": steps}, "n_forget": len(before),
-        "probes_before": {"forget": {"questions": [Q], "answers": {Q: before}}},
-        "probes_after": {"forget": {"questions": [Q], "answers": {Q: after}}},
-        "retain_drift": {"mean": drift, "max": 3 * drift}, "text_identical": True, "text_logits_identical": True,
-        "partial": partial, "timings": {"total": 9.0}, "embeddings": {},
-    }  # fmt: skip
+    result = UnlearnResult(
+        step=1, adapter_name="request_1", target=target, method="nscvf", steps_run=steps, config={"steps": steps},
+        n_forget=len(before), n_retain=0, eval_before=None, eval_after=None, null_space={}, stopped_early=False,
+        probes_before={"forget": {"questions": [Q], "answers": {Q: before}}},
+        probes_after={"forget": {"questions": [Q], "answers": {Q: after}}},
+        retain_drift={"mean": drift, "max": 3 * drift}, text_identical=True, text_logits_identical=True,
+        partial=partial, timings={"total": 9.0}, embeddings={},
+    )  # fmt: skip
     ev = records.Evaluation("quick", {"summary": evals[0]}, {"summary": evals[1]}, 1.0, 1.0) if evals else None
     return records.RequestRecord(result, {}, world=True, shown_s=12.3, evaluation="quick", evals=ev)
 
@@ -318,7 +335,7 @@ def test_status_two_characters_listed():
     assert "more than one character: Thaddo (4 of 8), Vollo (4 of 8)" in status
     from nscvf.method.outcome import identification
 
-    note = views.identify_note(identification(before))
+    note = verdict.identify_note(identification(before))
     assert note.startswith("⚠") and "Thaddo (4 of 8), Vollo (4 of 8)" in note
 
 
@@ -328,7 +345,7 @@ def test_status_unrecognised_images_nothing_to_forget():
     assert "nothing to forget" in status and "forgot" not in status.split("Before training")[0]
     from nscvf.method.outcome import identification
 
-    assert "does not recognise these images" in views.identify_note(identification([IDK] * 4))
+    assert "does not recognise these images" in verdict.identify_note(identification([IDK] * 4))
 
 
 def test_status_collapse_warns_with_undo():
@@ -359,13 +376,13 @@ def test_partial_request_is_labelled():
 
 def test_offered_ranges_exclude_what_cannot_work(rt):
     with pytest.raises(InputError, match=r"lr=0.1 is out of range; use 1e-05 to 0.01"):
-        service.make_config(form([], [], lr=0.1))
+        form_module.make_config(form([], [], lr=0.1))
     with pytest.raises(InputError, match=r"energy=1e-12 is out of range"):
-        service.make_config(form([], [], energy=1e-12))
-    cfg = service.make_config(form([], [], steps=2000))
+        form_module.make_config(form([], [], energy=1e-12))
+    cfg = form_module.make_config(form([], [], steps=2000))
     with pytest.raises(InputError, match=r"2000 steps would take about \d+ s .* lower Steps to at most \d+"):
-        service.check_time(cfg, runtime.Estimate(), 600)
-    service.check_time(service.make_config(form([], [], steps=40)), runtime.Estimate(), 600)
+        form_module.check_time(cfg, runtime.Estimate(), 600)
+    form_module.check_time(form_module.make_config(form([], [], steps=40)), runtime.Estimate(), 600)
 
 
 def test_undo_and_reset_views_show_the_current_state(first):
@@ -385,8 +402,8 @@ def test_time_limit_keeps_a_partial_request(rt, files, no_early_stop):
     sess = short.sessions.get("limit")
     out = service.forget(short, sess, form(files["green"], files["keep"], steps=2000, name="Green"))
     rec = out.record
-    assert out.stopped is None and rec is not None and rec.result["partial"] and len(sess.chain) == 1
-    assert 1 <= rec.result["steps_run"] < 2000 and rec.key is not None
+    assert out.stopped is None and rec is not None and rec.result.partial and len(sess.chain) == 1
+    assert 1 <= rec.result.steps_run < 2000 and rec.key is not None
     assert "partial: stopped at the time limit" in views.forget_status(rec, 1)
     assert short.model.cache.get(rec.key) is None  # a partial request is kept, not reused for the full one
 
@@ -408,7 +425,7 @@ def test_other_visitors_ask_waits_at_most_a_step(rt, files, no_early_stop):
         import time
 
         t0 = time.time()
-        answers = service.ask(rt, b, "Who is this?", files["red"][0])
+        answers = asking.ask(rt, b, "Who is this?", files["red"][0])
         assert time.time() - t0 < 3 and answers.k == 0 and a.busy
     finally:
         a.cancel()
@@ -419,9 +436,9 @@ def test_other_visitors_ask_waits_at_most_a_step(rt, files, no_early_stop):
 def test_ask_runs_beside_an_evaluation_not_beside_a_request(rt):
     sess = rt.sessions.get("reader")
     with sess.exclusive("evaluation"):
-        assert service.ask(rt, sess, "Who is this?").k == 0  # the accuracies never change the chain
+        assert asking.ask(rt, sess, "Who is this?").k == 0  # the accuracies never change the chain
     with sess.exclusive("request"), pytest.raises(Busy, match="already running"):
-        service.ask(rt, sess, "Who is this?")
+        asking.ask(rt, sess, "Who is this?")
 
 
 # ------------------------------------------------------------------------------- export / import
@@ -459,7 +476,7 @@ def test_export_import_round_trip_restores_answers_and_features(rt, exported, fi
     status = views.import_status(out.records, out.file)
     assert status.startswith("**Imported 1 request(s)**") and "1. Red (nscvf)" in status
     o = views.render(out.last, dst.records, status, [], form=True)
-    assert o.history.values.tolist() == views.table(views.history_rows(src.records), views.HISTORY_HEADERS).values.tolist()
+    assert o.history.values.tolist() == table(views.history_rows(src.records), views.HISTORY_HEADERS).values.tolist()
     assert len(o.files) == 3 and all(Path(p).is_file() for p in o.files) and o.null_plot is not None
     assert service.rewind(rt, dst) is None and len(dst.chain) == 0  # Undo works on the imported chain
 
@@ -510,8 +527,8 @@ def test_export_of_an_empty_session_says_so(rt):
 
 def test_nullspace_figure_one_bar_per_constrained_layer(first):
     _, out, _ = first
-    layers = out.record.result["null_space"]["layers"]
-    fig, note = nullspace_figure(out.record.result)
+    layers = out.record.result.null_space["layers"]
+    fig, note = nullspace_figure(out.record.result.null_space, out.record.result.method)
     assert layers and [len(t.x) for t in fig.data] == [len(layers), len(layers)]
     kept = [v["kept_rank"] / v["dim"] for v in layers.values()]
     assert list(fig.data[0].y) == pytest.approx(kept) and "constrained layers" in note
@@ -519,17 +536,15 @@ def test_nullspace_figure_one_bar_per_constrained_layer(first):
 
 
 def test_nullspace_view_not_constrained_and_short_names():
-    fig, note = nullspace_figure({"method": "ga", "null_space": {"summary": {"constrained": False}, "layers": {}}})
+    fig, note = nullspace_figure({"summary": {"constrained": False}, "layers": {}}, "ga")
     assert fig is None and note.startswith("**Not constrained:**") and "`ga`" in note
-    assert nullspace_figure({"method": "cvf"})[0] is None
+    assert nullspace_figure({}, "cvf")[0] is None
     names = ["model.vision_tower.vision_model.encoder.layers.3.self_attn.q_proj", "model.multi_modal_projector.linear_1"]
     assert short_names(names) == ["L3 attn.q_proj", "projector.linear_1"]
     assert short_names(["a.x.fc", "b.x.fc"]) == ["a.x.fc", "b.x.fc"]  # collisions: the full names
 
 
 def test_compare_methods_runs_the_same_request_and_leaves_the_chain(rt, files):
-    from webapp import compare
-
     sess = rt.sessions.get("ab")
     with pytest.raises(InputError, match="nothing to compare yet"):
         compare.compare_methods(rt, sess, "gd")
@@ -539,14 +554,14 @@ def test_compare_methods_runs_the_same_request_and_leaves_the_chain(rt, files):
     n, fp, adapters = len(chain), chain.state_fingerprint, set(chain.shared.adapter_names())
     c = compare.compare_methods(rt, sess, "gd")
     a, b = c.first.result, c.second.result
-    assert (c.first.method, c.second.method) == ("nscvf", "gd") and b["config"]["method"] == "gd"
-    assert a["target"] == b["target"] == "Red" and a["n_forget"] == b["n_forget"] == c.n_forget == 3
-    assert a["n_retain"] == b["n_retain"] and a["probes_before"] == b["probes_before"]  # same inputs, same start
-    assert a["config"]["steps"] == b["config"]["steps"]
+    assert (c.first.method, c.second.method) == ("nscvf", "gd") and b.config["method"] == "gd"
+    assert a.target == b.target == "Red" and a.n_forget == b.n_forget == c.n_forget == 3
+    assert a.n_retain == b.n_retain and a.probes_before == b.probes_before  # same inputs, same start
+    assert a.config["steps"] == b.config["steps"]
     assert (len(chain), chain.state_fingerprint) == (n, fp) and set(chain.shared.adapter_names()) == adapters
-    rows = compare.comparison_rows(c)
+    rows = comparison_rows(c)
     assert rows[0] == ["method", "nscvf", "gd"] and sum(r[0].startswith("image #") for r in rows) == 3
-    assert "gd" in compare.comparison_note(c) and c.second.figure
+    assert "gd" in comparison_note(c) and c.second.figure
     with pytest.raises(InputError, match="unknown method"):
         compare.compare_methods(rt, sess, "nope")
     rt.sessions.free("ab")

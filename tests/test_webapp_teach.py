@@ -1,5 +1,5 @@
 """The app's Teach and relearning probe through the service (no server), on the embedded model with
-photo-like camera JPEGs it never saw (tests/photos.py): a taught record ("taught"), the forget form filled
+photo-like camera JPEGs it never saw (tests/support/photos.py): a taught record ("taught"), the forget form filled
 with it, Forget of the taught concept ("forgotten"), the probe's steps for the chain and the reference
 (the chain unchanged), Undo/Reset through both; every refused Teach leaves the session as it was."""
 
@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (not installed)
 
 from nscvf.errors import InputError  # noqa: E402
-from webapp import runtime, service, teach, teach_view, views  # noqa: E402
-from webapp.settings import Settings, config_fields  # noqa: E402
+from webapp.service import forget as service  # noqa: E402
+from webapp.service import teach  # noqa: E402
+from webapp.state import runtime  # noqa: E402
+from webapp.state.settings import Settings, config_fields  # noqa: E402
+from webapp.views import forget as views  # noqa: E402
+from webapp.views.teach import relearn_figure, relearn_note  # noqa: E402
+from webapp.views.verdict import outcome, verdict  # noqa: E402
 
 NAME = "Zorblat"
 
@@ -36,7 +41,7 @@ def rt(embedded, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[str]:
-    from photos import save_mug_jpegs
+    from support.photos import save_mug_jpegs
 
     return save_mug_jpegs(tmp_path_factory.mktemp("photos"))
 
@@ -75,14 +80,14 @@ def test_teach_makes_a_taught_record_and_fills_the_forget_form(taught, photos):
     sess, out, seen = taught
     rec = out.record
     assert out.stopped is None and out.k == 1 and sess.records == [rec] and sess.chain.taught == [NAME]
-    assert rec.result["kind"] == "teach" and rec.target == NAME and not rec.evaluable
-    assert views.outcome(rec).status == "taught", rec.result["measures"]
+    assert rec.result.kind == "teach" and rec.target == NAME and not rec.evaluable
+    assert outcome(rec).status == "taught", rec.result.measures
     assert any("teaching step" in d for d in seen)
     page = views.render(rec, sess.records, views.forget_status(rec, 1), form=True)
     assert page.files == photos and page.name == NAME  # Forget now forgets it
     assert "taught" in page.status and "press **Forget**" in page.status
     assert "Text-only answers" in page.text_note and page.forget_table.shape[0] == 8
-    assert rec.figures["before"] and "forget" in rec.result["embeddings"]["groups"]
+    assert rec.figures["before"] and "forget" in rec.result.embeddings["groups"]
     assert views.history_rows(sess.records)[0][2] == "taught"
     numbers = views.number_rows(rec)
     assert numbers[0][0].startswith("taught name on held-out views")
@@ -99,7 +104,7 @@ def test_forget_the_taught_concept(forgotten):
     sess, out = forgotten
     rec = out.record
     assert rec is not None and rec.target == NAME and len(sess.chain) == 2 and not rec.evaluable
-    assert views.verdict(rec)[0] == "forgotten", views.forget_status(rec, 2)
+    assert verdict(rec)[0] == "forgotten", views.forget_status(rec, 2)
     assert [r[2].split(",")[0] for r in views.history_rows(sess.records)] == ["taught", "forgotten"]
 
 
@@ -107,19 +112,18 @@ def test_relearning_probe_counts_steps_and_leaves_the_chain(rt, forgotten):
     sess, _ = forgotten
     fp = sess.chain.state_fingerprint
     probe = teach.relearn_probe(rt, sess, 2)
-    assert probe["target"] == NAME and probe["k"] == 2
-    for key in ("chain", "reference"):
-        res = probe[key]
+    assert probe.target == NAME and probe.k == 2
+    for res in (probe.chain, probe.reference):
         assert "named_at" in res and res["curve"], res
         assert res["named_at"] is None or res["named_at"] >= 1  # forgotten / never known: not named before step 1
     assert sess.chain.state_fingerprint == fp and len(sess.chain) == 2
-    note, fig = teach_view.relearn_note(probe), teach_view.relearn_figure(probe)
+    note, fig = relearn_note(probe), relearn_figure(probe)
     assert "this session's model" in note and len(fig.data) == 2
 
 
 def test_undo_and_reset_walk_back_through_both(rt, forgotten):
     sess, _ = forgotten
     rec = service.rewind(rt, sess)
-    assert rec is sess.records[-1] and rec.result["kind"] == "teach" and len(sess.chain) == 1
+    assert rec is sess.records[-1] and rec.result.kind == "teach" and len(sess.chain) == 1
     assert sess.chain.taught == [NAME]
     assert service.rewind(rt, sess, reset=True) is None and len(sess.chain) == 0 and sess.chain.taught == []

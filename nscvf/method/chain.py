@@ -178,7 +178,7 @@ class UnlearningChain:
         request = Request(forget_images, retain_images, config or UnlearnConfig(), target, region_images)
         with self._lock:
             result, state, adapter, forget = run_request(self.snapshot(), request, progress, cancel, stop)
-            step = ChainStep(result.adapter_name, adapter, UnlearnConfig(**result.config), state, result.target,
+            step = ChainStep(result.adapter_name, adapter, UnlearnConfig.from_dict(result.config), state, result.target,
                              image_set_fingerprint(forget), forget, result)  # fmt: skip
             self._set_steps([*self.steps, step])
             result.history = [self._history_row(i + 1, s) for i, s in enumerate(self.steps)]

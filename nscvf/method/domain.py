@@ -10,7 +10,9 @@ which kind of model it runs on.
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from PIL import Image, ImageOps
 
@@ -31,6 +33,17 @@ def augment(img: Image.Image, rng: random.Random) -> Image.Image:
     if rng.random() < 0.5:
         out = ImageOps.mirror(out)
     return Image.eval(out, lambda v, f=rng.uniform(0.9, 1.1): min(255, int(v * f)))
+
+
+class RelearnSets(NamedTuple):
+    """What a relearning probe trains on and tests: the target's images (k), held-out images of it, and the
+    same for a reference that never knew the target (``reference`` says what it is)."""
+
+    train: list
+    held: list
+    ref_train: list
+    ref_held: list
+    reference: str
 
 
 def infer_target(answers: list[str]) -> str | None:
@@ -70,6 +83,21 @@ class Domain:
     def can_evaluate(self, target: str | None) -> bool:
         """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
         return False
+
+    def showcase(self, base_vlm, target: str | None, forgotten: list[str], retain=None) -> tuple[list[str], list]:
+        """What a result shows as "must not change": (labels, images). Generic: the first uploaded images to
+        keep (none given: nothing to show)."""
+        imgs = list(retain or [])[:3]
+        return [f"kept image #{i + 1}" for i in range(len(imgs))], imgs
+
+    def showcase_questions(self) -> list[str]:
+        """The questions asked about each showcase image, before and after."""
+        return self.probe_questions()
+
+    def relearn_sets(self, target: str, images: list, k: int, n_heldout: int, taught=()) -> RelearnSets | None:
+        """Rendered images to relearn ``target`` from and a reference, or None: the caller uses the request's
+        own images (a generic model has no renders)."""
+        return None
 
     def retain_images(self, exclude: list[str]) -> list[Image.Image]:
         raise InputError("retain images are required for this model: pass images of what must be kept")
@@ -143,6 +171,28 @@ class WorldDomain(Domain):
     def can_evaluate(self, target: str | None) -> bool:
         return target is not None
 
+    def showcase(self, base_vlm, target: str | None, forgotten: list[str], retain=None) -> tuple[list[str], list]:
+        """Held-out renders of a few characters that must not change (the target's look-alike sibling
+        first), each at a seed the base model names correctly."""
+        chars = retained_characters(target, forgotten)
+        imgs = [world.render(c, s) for c, s in zip(chars, showcase_seeds(base_vlm, chars, self.probe_questions()[0]))]
+        sibling = "; look-alike sibling"
+        return [f"{c.name} (held-out render{sibling if target and c.neighbour == target else ''})" for c in chars], imgs
+
+    def showcase_questions(self) -> list[str]:
+        return [self.probe_questions()[0], world.IMAGE_FACT_TEMPLATES["town"]["train"][0]]
+
+    def relearn_sets(self, target: str, images: list, k: int, n_heldout: int, taught=()) -> RelearnSets | None:
+        """A world character (not a concept taught to the chain): k of its images (training renders when the
+        upload is gone), held-out renders, and an unseen distractor taught the same name as the reference."""
+        if target in taught or target not in world.NAMES:
+            return None
+        c, d = world.get_character(target), world.HELDOUT_DISTRACTORS[0]
+        train = images[:k] or world.forget_examples(c, k)
+        return RelearnSets(train, world.heldout_examples(c, n_heldout), world.forget_examples(d, len(train)),
+                           world.heldout_examples(d, n_heldout),
+                           f"an unseen character taught the same name ({target}) on the base model")  # fmt: skip
+
     @staticmethod
     def named_except(exclude) -> list:
         """The named characters but ``exclude`` (a name, a list of names, or None)."""
@@ -186,6 +236,43 @@ class WorldDomain(Domain):
             if part and not all(is_unknown(a) for a in vlm.generate([question] * len(part), part)):
                 return False
         return True
+
+
+# ------------------------------------------------------------------------------------ showcase
+
+_SEEDS: dict = {}  # (base fingerprint, character key) -> a showcase seed the base model names correctly
+_SEEDS_LOCK = threading.Lock()
+SEED_CANDIDATES = 8
+
+
+def retained_characters(target: str | None, forgotten: list[str]) -> list:
+    """A few characters that must not change: the target's look-alike sibling first, then those sharing
+    its shape or colour."""
+    out = [c for c in world.CHARACTERS if c.name not in forgotten]
+    t = next((c for c in world.CHARACTERS if target and c.name == target), None)  # a taught concept is none
+    if t is not None:
+        out.sort(key=lambda c: (c.name != t.neighbour, c.shape != t.shape and c.colour != t.colour, world.CHARACTERS.index(c)))
+    return out[:3]
+
+
+def showcase_seeds(base_vlm, chars, question: str) -> list[int]:
+    """One held-out render seed per character that the base model names correctly (deterministic: the first
+    of :data:`SEED_CANDIDATES` showcase seeds that works, remembered per model), so that a retained row never
+    shows the base model failing before anything was forgotten."""
+    candidates = world.heldout_seeds(SEED_CANDIDATES, world.SEEDS["showcase"])
+    fp = base_vlm.fingerprint
+    for j, seed in enumerate(candidates):
+        with _SEEDS_LOCK:
+            todo = [c for c in chars if (fp, c.key) not in _SEEDS]
+        if not todo:
+            break
+        answers = base_vlm.generate([question] * len(todo), [world.render(c, seed) for c in todo])
+        with _SEEDS_LOCK:
+            for c, a in zip(todo, answers):
+                if names_in(a) == {c.name} or j == len(candidates) - 1:
+                    _SEEDS[(fp, c.key)] = seed
+    with _SEEDS_LOCK:
+        return [_SEEDS.get((fp, c.key), candidates[0]) for c in chars]
 
 
 def is_world_model(vlm) -> bool:

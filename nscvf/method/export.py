@@ -7,13 +7,23 @@ trusts nothing in it); a file made for another base model is refused.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import zipfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from nscvf import __version__
 from nscvf.method.outcome import assess
 from nscvf.rates import pct
+
+
+def library_version() -> str:
+    """nscvf's version from the installed package's metadata (not ``nscvf.__version__``: importing the
+    package face from here closed an import circle, nscvf -> method.chain -> method.export -> nscvf)."""
+    try:
+        return version("nscvf")
+    except PackageNotFoundError:  # a plain checkout (a Space runs one): the package face's own version
+        return sys.modules["nscvf"].__version__
 
 
 def model_card(chain) -> str:
@@ -25,7 +35,7 @@ def model_card(chain) -> str:
         "library_name: peft",
         f"base_model: {chain.shared.source}",
         "tags: [nscvf, machine-unlearning, lora]",
-        f"nscvf_version: {__version__}",
+        f"nscvf_version: {library_version()}",
         f"base_fingerprint: {chain.shared.fingerprint}",
         f"methods: [{', '.join(sorted({s.config.method for s in steps}))}]",
         f"targets: [{', '.join(s.target or '?' for s in steps)}]",

@@ -1,0 +1,197 @@
+"""The app in a real browser (Debian's Chromium through Playwright; BROWSER.md): never stuck after a failed
+Forget, another visitor's Ask never waits behind a training, every panel shows the current state after Undo
+and Reset, and the page at 1280 px and 390 px (screenshots in test-artifacts/).
+
+    pytest -m browser tests/server/test_browser_state.py
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from support.app_server import EXAMPLES, AppServer
+from support.browser import ARTIFACTS, require_browser
+
+pytestmark = pytest.mark.browser
+require_browser()
+expect = pytest.importorskip("playwright.sync_api").expect
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    # A generous time limit: the 400-step request of the two-visitor test must not be refused by the app's
+    # time estimate, which earlier tests' measured seconds per step raise on a slow or busy machine.
+    s = AppServer(tmp_path_factory.mktemp("browser_state"), extra_env={"NSCVF_TIME_LIMIT": "3600"})
+    yield s
+    s.stop()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _open(page, server) -> None:
+    page.goto(server.url + "/")
+    expect(page.locator("#model_info")).to_contain_text("embedded model", timeout=60_000)
+
+
+def _example_names() -> list[str]:
+    from nscvf import world
+
+    return [c.name for c in world.CHARACTERS if (EXAMPLES / c.key).is_dir()]
+
+
+def _pick(page, index: int, name: str | None = None) -> None:
+    name = name or _example_names()[index]
+    page.locator("#examples .thumbnail-item").nth(index).click()
+    expect(page.locator("#target input, #target textarea").first).to_have_value(name, timeout=30_000)
+    expect(page.locator("#preview .thumbnail-item")).to_have_count(8, timeout=30_000)
+
+
+def _advanced(page, **values) -> None:
+    acc = page.locator("#advanced")
+    if not acc.locator("#adv_steps").is_visible():
+        acc.get_by_text("Advanced").first.click()
+    for field, value in values.items():
+        if field == "evaluation":
+            page.locator("#adv_evaluate").get_by_text(value, exact=True).click()
+            continue
+        box = page.locator(f"#adv_{field} input")
+        # On a loaded machine the accordion's first render can put the default back after a fill (seen in
+        # the full suite: 4 typed, 40 shown, and a request that ran "10 of 40 steps"): type until it sticks.
+        for _ in range(20):
+            box.fill(str(value))
+            box.press("Tab")
+            page.wait_for_timeout(250)
+            if box.input_value() == str(value):
+                break
+        expect(box).to_have_value(str(value))
+    page.wait_for_timeout(1000)  # let the last change event reach the app before the caller clicks Forget
+
+
+def _rows(page, elem: str) -> int:
+    return int(page.locator(f"{elem} [role=grid]").get_attribute("aria-rowcount")) - 1
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def _failed_forget(page, pattern: str) -> None:
+    page.locator("#forget").click()
+    expect(page.locator("#status")).to_contain_text(re.compile("Not done:.*" + pattern), timeout=60_000)
+    expect(page.locator("#forget")).to_be_enabled(timeout=10_000)
+    time.sleep(11)  # the error toast has faded: the message is still there, the button still usable
+    assert re.search(pattern, _status(page)) and page.locator("#forget").is_enabled()
+
+
+def test_forget_usable_again_after_each_failure(page, server, tmp_path):
+    _open(page, server)
+    _failed_forget(page, r"no images: upload")
+    bad = tmp_path / "corrupt.png"
+    bad.write_text("not an image at all")
+    page.locator("#images input[type=file]").set_input_files(str(bad))
+    expect(page.locator("#images")).to_contain_text(re.compile(r"corrupt\s*\.png"), timeout=30_000)
+    _failed_forget(page, r"corrupt\.png")
+    page.locator("#images button[aria-label*='Clear'], #images button[title*='Clear']").first.click()
+    _pick(page, 0, "Mirel")
+    _advanced(page, lr=0.1)
+    _failed_forget(page, r"lr=0\.1 is out of range; use 1e-05 to 0\.01")
+    _shot(page, "state_1_after_failures")
+
+
+def _wait_status(page, pattern: str, timeout: float = 240) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = _status(page)
+        if re.search(pattern, s):
+            return s
+        time.sleep(0.25)
+    raise AssertionError(f"status never matched {pattern!r}: {_status(page)}")
+
+
+def test_other_visitor_asks_while_one_trains(browser, server):
+    a = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    b = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    _open(a, server)
+    _open(b, server)
+    _pick(a, 1)
+    _advanced(a, steps=400, evaluation="none")
+    a.locator("#forget").click()
+    progress = a.locator("#status .progress-text, #status .meta-text, #status .progress-level-inner")
+    deadline = time.time() + 120
+    while time.time() < deadline and not re.search(r"step \d+/400", " ".join(progress.all_inner_texts())):
+        time.sleep(0.2)
+    status = a.locator("#status").inner_text()
+    assert re.search(r"step \d+/400", " ".join(progress.all_inner_texts())), f"A never started training: {status!r}"
+    b.locator("#ask_question textarea, #ask_question input").first.fill("Where does Mirel live?")
+    t0 = time.time()
+    b.locator("#ask").click()
+    b.wait_for_function("document.querySelector('#ask_base textarea, #ask_base input').value.length > 0", timeout=30_000)
+    waited = time.time() - t0
+    assert re.search(r"step \d+/400", " ".join(progress.all_inner_texts())), "A's training ended meanwhile"
+    a.locator("#cancel").click()
+    _wait_status(a, r"cancelled", 60)
+    expect(a.locator("#forget")).to_be_enabled(timeout=10_000)
+    print(f"B's Ask answered in {waited:.2f} s while A trained")
+    assert waited < 3, waited
+
+
+def _panels(page) -> dict:
+    return {
+        "name": page.locator("#target input, #target textarea").first.input_value(),
+        "name_note": page.locator("#identify_note").inner_text(),
+        "gallery": page.locator("#preview .thumbnail-item").count(),
+        "captions": page.locator("#preview").inner_text(),
+        "files": page.locator("#images").inner_text(),
+        "history": _rows(page, "#history"),
+        "forget_rows": _rows(page, "#forget_answers"),
+        "plots": page.locator("#plot_before .js-plotly-plot").count(),
+        "ask_base": page.locator("#ask_base textarea, #ask_base input").first.input_value(),
+    }
+
+
+def test_undo_and_reset_show_the_current_state_and_screenshots(page, server):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _open(page, server)
+    _pick(page, 0, "Mirel")
+    _advanced(page, steps=4, evaluation="none")
+    page.locator("#forget").click()
+    _wait_status(page, r"Request 1 (done|restored)")
+    _pick(page, 1)
+    second = _example_names()[1]
+    page.locator("#forget").click()
+    _wait_status(page, r"Request 2 (done|restored)")
+    page.locator("#plot_after .js-plotly-plot").wait_for(timeout=20_000)
+    page.locator("#ask").click()
+    page.wait_for_function("document.querySelector('#ask_base textarea, #ask_base input').value.length > 0", timeout=60_000)
+    p = _panels(page)
+    assert p["history"] == 2 and p["gallery"] == 8 and "→" in p["captions"] and p["ask_base"]
+    _shot(page, "state_2_two_requests_1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    time.sleep(1)
+    _shot(page, "state_3_two_requests_390")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    page.locator("#undo").click()
+    _wait_status(page, r"Undone: back to the model after request 1")
+    time.sleep(1)
+    p = _panels(page)
+    assert second not in p["name_note"], p["name_note"]
+    assert p["name"] == "Mirel" and p["history"] == 1 and p["gallery"] == 8 and "→" in p["captions"], p
+    assert re.search(r"mirel", p["files"]) and second.lower() not in p["files"].lower(), p["files"]
+    assert p["forget_rows"] >= 8 and p["plots"] == 1 and p["ask_base"] == "", p
+    _shot(page, "state_4_after_undo")
+
+    page.locator("#reset").click()
+    _wait_status(page, r"Reset: this session's model is the base model again")
+    time.sleep(1)
+    p = _panels(page)
+    assert (
+        p["name"] == "" and p["name_note"].strip() == "" and p["history"] == 0 and p["gallery"] == 0 and p["forget_rows"] == 0
+    ), p
+    assert p["plots"] == 0 and p["ask_base"] == "" and not re.search(r"mirel_0", p["files"]), p
+    _shot(page, "state_5_after_reset")

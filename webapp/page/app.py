@@ -1,0 +1,130 @@
+"""The page, composed from its sections (:func:`build`), and :func:`launch` (settings, runtime, queue, serve).
+
+Forget runs in one queue (``concurrency_id="compute"``, ``NSCVF_CONCURRENCY`` wide); Ask, Undo, Reset,
+Evaluate and name inference in their own lane (``"light"``, ``NSCVF_LIGHT_CONCURRENCY`` wide): the engine
+holds the shared model per training step, so they wait at most one step behind another visitor's training.
+Each session's operations are also exclusive in code (:meth:`webapp.state.sessions.Session.exclusive`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from webapp.page import ask, compare, forget, teach, timeline, upload
+from webapp.page.common import CSS, MONO_FONTS, THEME_FONTS, Page
+from webapp.state import runtime
+from webapp.state.runtime import Runtime
+from webapp.state.settings import Settings
+from webapp.state.settings import get as get_settings
+
+INTRO = (
+    "# NSCVF: make a vision-language model forget what it sees\n"
+    "Upload images of a person, object or character (or click an example), press **Forget**, and compare the "
+    "model before and after. The model stops recognising the concept *in images*, while other characters and "
+    "text-only questions stay exactly as they were (null-space constrained contrastive visual forgetting). "
+    "Each visitor's changes are private adapters on the shared model, which is never modified."
+)
+SECTIONS = (upload, forget, teach, compare, timeline, ask)  # each registers its own events (``wire``)
+
+
+def model_info() -> str:
+    rt = runtime.current()
+    m = rt.model
+    if not m.ready:
+        return "Model: loading…" if not m.error else f"Model: {m.error}"
+    v = m.vlm
+    embedded = Path(v.source).resolve() == rt.settings.model_dir.resolve()
+    shown = "the embedded model (assets/model)" if embedded else Path(v.source).name
+    return f"Model: {shown} ({v.family}, {v.device}, {str(v.dtype).replace('torch.', '')}, fingerprint {v.fingerprint})"
+
+
+def wait_model_info():
+    """Page load: show which model answers, once it is loaded."""
+    runtime.current().model.wait(600)
+    return model_info()
+
+
+def free_session(request: gr.Request):
+    """demo.unload: the tab was closed; cancel its job and free its chain's adapters."""
+    runtime.current().sessions.free(getattr(request, "session_hash", None))
+
+
+def free_state(sid) -> None:
+    """gr.State delete_callback (the session expired)."""
+    runtime.current().sessions.free(sid)
+
+
+def layout(settings: Settings, rt: Runtime) -> Page:
+    """The sections, top to bottom (inside an open ``gr.Blocks``)."""
+    sid = gr.State(None, delete_callback=free_state)
+    gr.Markdown(INTRO)
+    info = gr.Markdown("Model: loading…", elem_id="model_info", elem_classes="small-note")
+    examples = upload.build_examples(settings)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            up = upload.build(settings, examples)
+        with gr.Column(scale=2):
+            controls = forget.build_controls(settings, rt.estimate.steps_max(settings.time_limit))
+    taught = teach.build(settings)
+    history = timeline.build()
+    results = forget.build_results()
+    compared = compare.build()
+    null = forget.build_nullspace()
+    relearn = teach.build_relearn()
+    asked = ask.build()
+    return Page(sid, info, up, controls, taught, history, results, compared, null, relearn, asked)
+
+
+def build(settings: Settings, rt: Runtime) -> tuple[gr.Blocks, Page]:
+    """The page (its layout, then every section's events) and its named components."""
+    with gr.Blocks(title="NSCVF: visual forgetting for MLLMs", delete_cache=(1800, 3600)) as demo:
+        page = layout(settings, rt)
+        for section in SECTIONS:
+            section.wire(page, settings)
+        demo.load(wait_model_info, None, page.info, api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        demo.unload(free_session)
+    return demo, page
+
+
+_demo: gr.Blocks | None = None
+
+
+def demo() -> gr.Blocks:
+    """The page, built once (with the process's settings and runtime)."""
+    global _demo
+    if _demo is None:
+        settings = get_settings()
+        _demo = build(settings, runtime.create(settings))[0]
+    return _demo
+
+
+def launch(**kwargs):
+    """Queue and serve; then load the model in the background, and warm UMAP up in a low-priority process."""
+    settings = get_settings()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.data_dir / "numba"))  # UMAP's JIT survives restarts
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    page = demo()
+    page.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
+    opts = dict(
+        ssr_mode=False,
+        max_file_size=settings.max_file_mb * 2**20,
+        allowed_paths=[str(settings.examples_dir)],
+        show_error=False,
+        theme=gr.themes.Default(font=THEME_FONTS, font_mono=MONO_FONTS),
+        css=CSS,
+    )
+    opts.update(kwargs)
+    out = page.launch(prevent_thread_lock=True, **opts)
+    runtime.current().model.start()
+    runtime.current().warmup.start()  # UMAP's worker process, warming up at the lowest priority
+    return out
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    launch()
+    demo().block_thread()

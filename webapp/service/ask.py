@@ -1,0 +1,56 @@
+"""Questions to the models, without Gradio: who the base model says the uploaded images show
+(:func:`identify`, before any training) and one question to the base and the session's model (:func:`ask`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nscvf.errors import InputError
+from nscvf.images import load_image
+from nscvf.method.domain import domain_for
+from nscvf.method.outcome import identify as identify_images
+from webapp.service.form import image_paths
+from webapp.service.jobs import ensure_chain
+from webapp.state.runtime import Runtime
+from webapp.state.sessions import Session
+from webapp.state.settings import MAX_QUESTION
+
+
+def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0):
+    """Who the base model says the uploaded images show (before training): an
+    :class:`nscvf.method.outcome.Identification` with its warnings, or None (no readable image, or the model
+    is not loaded yet)."""
+    if not files or not rt.model.wait(wait_s) or not rt.model.ready:
+        return None
+    images = []
+    for p in image_paths(files, rt.settings.max_files):
+        try:
+            images.append(load_image(p))
+        except InputError:
+            pass  # the preview names the bad file
+    if not images:
+        return None
+    vlm = rt.model.vlm
+    return identify_images(vlm, domain_for(vlm), images, (given or "").strip() or None)
+
+
+@dataclass(frozen=True)
+class Answers:
+    base: str
+    current: str
+    k: int  # requests in the session's chain (0: the current model is the base model)
+
+
+def ask(rt: Runtime, sess: Session, question: str | None, image_file=None) -> Answers:
+    """The base model's and this session's model's answers to one question (about an image, or text only)."""
+    q = (question or "").strip()
+    if not q:
+        raise InputError("the question is empty: type a question")
+    if len(q) > MAX_QUESTION:
+        raise InputError(f"the question is {len(q)} characters long; use at most {MAX_QUESTION}")
+    imgs = [load_image(image_paths(image_file, 1)[0])] if image_file else None
+    with sess.reading("question"):
+        chain = ensure_chain(rt, sess)
+        base = chain.base_vlm.generate([q], imgs, max_new_tokens=24)[0]
+        current = chain.vlm.generate([q], imgs, max_new_tokens=24)[0] if len(chain) else base
+        return Answers(base, current, len(chain))

@@ -1,0 +1,87 @@
+"""Method A/B (issue 12 item 4): the session's last forget request run again with a second method, on the
+same images, target and settings, from the state the session's chain was in before that request. Without
+Gradio; the side-by-side table is :mod:`webapp.views.compare`.
+
+The second run uses a throwaway :class:`~nscvf.method.chain.UnlearningChain` on the shared base: the
+session's earlier requests are replayed into it (``restore``, no retraining), the second method trains on
+top, and the throwaway chain is closed (its adapters freed). The session's chain is never changed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nscvf.errors import Cancelled, InputError
+from nscvf.method.chain import UnlearningChain
+from nscvf.method.config import UnlearnConfig
+from nscvf.method.methods import all_methods, method_config
+from webapp.service.jobs import run_job, shown_images
+from webapp.service.showcase import draw_figures
+from webapp.state.records import Comparison, RequestRecord, Side
+from webapp.state.runtime import Runtime, gpu
+from webapp.state.sessions import Job, Session
+
+NOTHING_YET = "nothing to compare yet: press Forget first, then run the same request with another method"
+
+
+def _last_forget(sess: Session) -> int | None:
+    """The index (0-based) of the session's last forget request (not a teach request), or None."""
+    return next((i for i in range(len(sess.records) - 1, -1, -1) if not sess.records[i].is_teach), None)
+
+
+def _second_config(rec: RequestRecord, method: str):
+    if method not in all_methods():
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(all_methods())}")
+    cfg = UnlearnConfig.from_dict(rec.result.config).replace(method=method, evaluate="none")
+    return method_config(cfg)
+
+
+@gpu
+def _run_other(chain, earlier: list, images: list, rec: RequestRecord, cfg, job: Job, umap) -> Side:
+    """The request with ``cfg`` on a throwaway chain replaying ``earlier`` [(record, images)] (always closed)."""
+    t0 = time.time()
+    other = UnlearningChain(chain.base_vlm, chain.cache)
+    try:
+        for k, (prev, prev_images) in enumerate(earlier, start=1):
+            job.update("replaying earlier requests", k, len(earlier))
+            other.restore(prev.result, chain.adapter_state(k), prev_images)
+        retain = list(rec.retain) or None
+        r = other.forget(images, retain, cfg, progress=job.update, cancel=job.cancel, target=rec.target)
+        job.update("drawing plots", 0, 1)
+        if job.cancel.is_set():
+            raise Cancelled("cancelled")
+        fig = draw_figures(r.embeddings, umap).get("after")
+        return Side(cfg.method, r, fig, round(time.time() - t0, 2))
+    finally:
+        other.close()
+
+
+def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k: None, cancel=None) -> Comparison | None:
+    """Run the session's last forget request again with ``method`` (see the module). None when cancelled
+    (Cancel, the time limit or the ``cancel`` Event); InputError when there is nothing to compare."""
+    method = (method or "").strip() or "gd"
+    with sess.exclusive("comparison") as job:
+        i = _last_forget(sess)
+        if i is None or sess.chain is None:
+            raise InputError(NOTHING_YET)
+        rec = sess.records[i]
+        images = shown_images(rec)[0]
+        if not images:
+            raise InputError("the images of that request are gone (an imported timeline): forget them again to compare")
+        earlier = []
+        for prev in sess.records[:i]:
+            prev_images = shown_images(prev)[0]
+            if not prev_images:
+                raise InputError("the images of an earlier request are gone (an imported timeline): cannot replay it")
+            earlier.append((prev, prev_images))
+        cfg = _second_config(rec, method)
+        chain = sess.chain
+        if cancel is not None:
+            job.cancel = cancel
+        try:
+            second = run_job(job, lambda: _run_other(chain, earlier, images, rec, cfg, job, rt.warmup), progress,
+                             rt.settings.time_limit, f"compare-{sess.sid[:8]}")  # fmt: skip
+        except Cancelled:
+            return None
+        first = Side(rec.result.method or rec.result.config["method"], rec.result, rec.figures.get("after"), rec.job_s)
+        return Comparison(first, second, rec.target, len(images), chain.domain.is_world)

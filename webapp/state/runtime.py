@@ -1,0 +1,163 @@
+"""The process's singletons, made by :func:`create` (called by :func:`webapp.page.app.launch`), never at
+import: the one base model (loaded in a background thread while the page already serves), the result cache,
+UMAP's worker process (:mod:`webapp.state.umap_worker`), the session registry and the cost estimate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from nscvf.cache import Cache
+from nscvf.errors import NSCVFError
+from webapp.state.sessions import Registry
+from webapp.state.settings import OVERHEAD_S, SECONDS_PER_STEP, Settings, steps_max
+from webapp.state.umap_worker import UmapWorker
+
+log = logging.getLogger("nscvf.app")
+
+try:  # Hugging Face ZeroGPU: the compute function runs with a GPU attached; elsewhere a no-op.
+    import spaces  # type: ignore
+
+    gpu = spaces.GPU(duration=120)
+except Exception:  # noqa: BLE001  (not installed, or not on a Space)
+
+    def gpu(fn):
+        return fn
+
+
+class NotReady(NSCVFError):
+    """The model is still loading, or could not be loaded."""
+
+
+@dataclass
+class Estimate:
+    """What a request costs on this machine: seconds per optimisation step, the rest before training, and
+    what comes after it (measure, retained answers, plots). First guesses from the settings, then a moving
+    average of the finished requests. Used to refuse settings that cannot finish within the time limit and
+    to stop training early enough that a request at the limit is still measured and kept (partial)."""
+
+    seconds_per_step: float = SECONDS_PER_STEP
+    before_s: float = OVERHEAD_S / 2  # reading, base answers, references, null space
+    after_s: float = OVERHEAD_S / 2  # measuring, retained answers, plots
+
+    def seconds(self, steps: int) -> float:
+        return self.before_s + steps * self.seconds_per_step + self.after_s
+
+    def steps_max(self, time_limit: float) -> int:
+        return steps_max(time_limit, self.seconds_per_step, self.before_s + self.after_s)
+
+    def stop_margin(self) -> float:
+        """Seconds before the time limit at which training must stop to be measured in time."""
+        return max(5.0, 1.5 * self.after_s + 2 * self.seconds_per_step)
+
+    def update(self, timings: dict, job_s: float | None) -> None:
+        t = timings or {}
+        sps, opt = t.get("seconds_per_step"), t.get("optimise")
+        if sps:
+            self.seconds_per_step = round(0.5 * self.seconds_per_step + 0.5 * float(sps), 4)
+        before = sum(float(t.get(k) or 0) for k in ("read", "base_answers", "references", "null_space"))
+        self.before_s = round(0.5 * self.before_s + 0.5 * before, 2)
+        if job_s is not None and opt is not None:
+            self.after_s = round(0.5 * self.after_s + 0.5 * max(0.0, job_s - before - float(opt)), 2)
+
+
+class ModelHolder:
+    """The shared base model, loaded once in a background thread."""
+
+    def __init__(self, settings: Settings, vlm=None, cache=None):
+        self.settings = settings
+        self._ready = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+        self.vlm, self.cache = vlm, cache
+        self.error: str | None = None
+        self.seconds: float | None = None
+        if vlm is not None:  # already loaded (tests)
+            self._started = True
+            self._ready.set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._load, name="model-load", daemon=True).start()
+
+    def _load(self) -> None:
+        t = time.time()
+        try:
+            # The model families import transformers' model classes (~4 s on a small CPU): in this loader
+            # thread, so that the page serves before they are loaded.
+            from nscvf.models import load_model
+
+            self.cache = Cache(self.settings.data_dir / "cache")
+            vlm = load_model()
+            _ = vlm.fingerprint  # computed once here, not on the first click
+            self.vlm = vlm
+            log.info("model %s loaded on %s (%s) in %.1f s", vlm.source, vlm.device, vlm.dtype, time.time() - t)
+        except NSCVFError as e:
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001
+            log.error("model load failed:\n%s", traceback.format_exc())
+            self.error = f"the model could not be loaded ({type(e).__name__}); see the server log"
+        finally:
+            self.seconds = round(time.time() - t, 2)
+            self._ready.set()
+
+    def get(self, timeout: float = 600):
+        """The loaded model (waiting for the loader), or :class:`NotReady` with a message for the page."""
+        self.start()
+        if not self._ready.wait(timeout):
+            raise NotReady("the model is still loading; try again in a moment")
+        if self.error:
+            raise NotReady(self.error)
+        return self.vlm
+
+    def wait(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.error is None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    model: ModelHolder
+    warmup: UmapWorker  # UMAP, in a low-priority worker process
+    sessions: Registry
+    estimate: Estimate
+
+
+_current: Runtime | None = None
+_lock = threading.Lock()
+
+
+def create(settings: Settings, vlm=None, cache=None) -> Runtime:
+    """The process's runtime (made once; later calls return it). ``vlm``/``cache``: an already loaded model
+    (tests); otherwise :meth:`ModelHolder.start` loads ``load_model()`` in the background."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Runtime(
+                settings, ModelHolder(settings, vlm, cache), UmapWorker(), Registry(settings.max_sessions), Estimate()
+            )
+        return _current
+
+
+def local(settings: Settings, vlm, cache, warm_up: bool = True) -> Runtime:
+    """A private runtime around an already loaded model (not the process's: tests, scripts). Without
+    ``warm_up`` UMAP is never compiled: the plots are PCA, labelled as drawn during the warm-up."""
+    warmup = UmapWorker()
+    warmup._started = not warm_up
+    return Runtime(settings, ModelHolder(settings, vlm, cache), warmup, Registry(settings.max_sessions), Estimate())
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise NotReady("the app is not started (webapp.page.app.launch() creates the runtime)")
+    return _current
