@@ -38,7 +38,7 @@ class Cache:
         self._mem: dict = {}
         self._dc = None
         if enabled:
-            import diskcache
+            import diskcache  # diskcache: only for a cache on disk (enabled=False needs none)
 
             d = Path(directory) if directory else default_cache_dir()
             d.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def project(before: np.ndarray, after: np.ndarray, method: str = "auto", seed: i
 
 def embedding_figures(before: np.ndarray, after: np.ndarray, groups: list[str], labels: list[str], method: str = "auto"):
     """Two plotly figures (before, after) with shared axes, coloured by group, hover = label."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # plotly: heavy, only when a figure is drawn
 
     proj = project(before, after, method)
     both = np.concatenate([proj.before, proj.after])

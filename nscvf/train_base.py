@@ -21,13 +21,14 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from nscvf import world
 from nscvf.eval import evaluate
@@ -75,8 +76,6 @@ def render_pool(pairs: list[tuple[world.Character, list[int]]], workers: int) ->
 
 
 def _pixel_values(processor, images: list[np.ndarray]) -> torch.Tensor:
-    from PIL import Image
-
     out = []
     for i in range(0, len(images), 512):
         batch = [Image.fromarray(a) for a in images[i : i + 512]]
@@ -165,8 +164,6 @@ def train_golds(out_dir: str | Path, targets: list[str], config: TrainBaseConfig
     rendered once for all targets. Each model is saved to ``out_dir/<key>``; returns {name: report}."""
     if not config.vision_from:
         raise ValueError("train_golds needs config.vision_from (the base model whose vision stage the golds share)")
-    from dataclasses import replace
-
     _, processor = build_untrained(EmbeddedArch(), seed=config.seed)
     data = _training_data(config, processor, progress)
     reports = {}
@@ -258,7 +255,7 @@ def _vision_stage(model, data: _TrainData, cfg: TrainBaseConfig, log: _Log, prog
 
 
 def _load_vision_tower(vt, path: str) -> None:
-    from transformers import LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration  # transformers: model classes, only when a donor loads
 
     donor = LlavaForConditionalGeneration.from_pretrained(path)
     vt.load_state_dict(donor.model.vision_tower.state_dict())

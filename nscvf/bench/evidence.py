@@ -166,7 +166,7 @@ def relational_profile(vlm, target: str, n: int = PROFILE_RENDERS) -> list[float
     """Cosine of the target's mean pooled feature (held-out renders) to the centroid of every other named
     character and of the unseen distractors (the unknown region), in world order, unknown last."""
     import torch  # torch: seconds to import; the CLI imports this module for `nscvf gold` without a model
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # torch: as above
 
     def centroid(chars) -> torch.Tensor:
         imgs = [im for c in chars for im in _renders(c, world.heldout_seeds(n, world.SEEDS["heldout_retain"]))]

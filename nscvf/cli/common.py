@@ -18,7 +18,7 @@ from nscvf.errors import InputError
 
 def load_model(source=None, device=None, dtype=None):
     """:func:`nscvf.models.load_model` (imported here: torch and transformers take seconds)."""
-    from nscvf.models import load_model as load
+    from nscvf.models import load_model as load  # torch: nscvf.models imports torch and transformers (seconds)
 
     return load(source, device=device, dtype=dtype)
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nscvf.errors import InputError
+from nscvf.images import WORK_SIZE, load_image_bytes
 from nscvf.method.archive_schema import ChainMeta, Refused, parse_chain_json, parse_json, parse_report, shown
+from nscvf.method.lora import lora_config
 
 MAX_PROTECT_IMAGES = 4096  # per step (a forget step: at most its max_forget_images)
 MAX_CHAIN_JSON = 1 << 20
@@ -75,7 +77,7 @@ class SavedChain:
 def read_chain(vlm, source: str | os.PathLike) -> SavedChain:
     """The chain saved in ``source`` (a folder or an exported zip), validated for ``vlm``'s base model.
     InputError (one line, naming the file) for anything that is not exactly what save/export writes."""
-    from nscvf.method.shared import SharedBase
+    from nscvf.method.shared import SharedBase  # torch: shared imports torch; this module reads files without it
 
     shared = SharedBase.of(vlm)
     p = Path(source)
@@ -104,8 +106,6 @@ def _check_base(shared, meta: ChainMeta) -> None:
 
 def lora_shapes(shared, config) -> dict[str, tuple[int, ...]]:
     """The peft state dict keys and tensor shapes of a LoRA adapter with ``config`` on the base model."""
-    from nscvf.method.lora import lora_config
-
     cfg = lora_config(shared.base_vlm, config)
     out = {}
     for t in sorted(cfg.target_modules):
@@ -122,7 +122,7 @@ def _adapter_bytes(shapes: dict) -> int:
 
 def _read_state(path: Path, rel: str, shapes: dict) -> dict:
     """The adapter's tensors from safetensors, after its header's names, dtypes and shapes were checked."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # safetensors: only when an adapter is read
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -138,7 +138,7 @@ def _read_state(path: Path, rel: str, shapes: dict) -> dict:
         raise
     except Exception:  # noqa: BLE001  (safetensors raises its own error types for a damaged header or data)
         raise Refused(f"not a readable timeline ({rel} is not a readable safetensors file)") from None
-    import torch
+    import torch  # torch: heavy, only when an adapter is read
 
     if not all(bool(torch.isfinite(v).all()) for v in state.values()):
         raise Refused(f"not a readable timeline ({rel} holds non-finite weights)")
@@ -204,8 +204,6 @@ def _read_bytes(p: Path, rel: str, limit: int) -> bytes:
 def _png(data: bytes, rel: str, pixels: list[int]):
     """A protect image: a PNG at most WORK_SIZE a side, decoded only while ``pixels[0]`` (what the chain's
     images may still decode to) allows it."""
-    from nscvf.images import WORK_SIZE, load_image_bytes
-
     if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise Refused(f"not a readable timeline ({rel} is not a PNG image)")
     w, h = struct.unpack(">II", data[16:24])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nscvf.errors import InputError
 from nscvf.method.config import RETIRED, UnlearnConfig
+from nscvf.method.result import UnlearnResult
 
 MAX_STEPS = 100  # requests in one chain
 MAX_TEXT = 200  # characters of a target name or a fingerprint
@@ -128,7 +129,7 @@ def _fields(cls, d, what: str, required: bool) -> dict:
 def _settings(kind: str, d, what: str):
     """The settings object of a step of ``kind`` from its chain.json dict (never ``cls(**d)`` unchecked)."""
     if kind == "teach":
-        from nscvf.method.teach import TeachConfig as cls
+        from nscvf.method.teach import TeachConfig as cls  # torch: teach imports torch; only a teach step's settings
     else:
         cls = UnlearnConfig
         if isinstance(d, dict):  # settings that moved off the config (e.g. onto the Domain): dropped by name
@@ -265,8 +266,6 @@ def _check_record(d: dict, what: str) -> None:
 
 def parse_report(data: bytes | None, meta: ChainMeta) -> list:
     """report.json's request records, each checked against UnlearnResult and against its step in chain.json."""
-    from nscvf.method.result import UnlearnResult
-
     if data is None:
         return []
     report = parse_json(data, "report.json")

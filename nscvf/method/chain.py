@@ -22,6 +22,8 @@ from pathlib import Path
 from nscvf.cache import Cache, image_set_fingerprint
 from nscvf.errors import InputError
 from nscvf.images import ensure_images
+from nscvf.method.archive import ADAPTER_FILE, read_chain
+from nscvf.method.archive_schema import step_record
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.domain import Domain, domain_for
 from nscvf.method.export import export_chain
@@ -131,7 +133,7 @@ class UnlearningChain:
             self._set_steps([])
 
     def _add(self, name: str, config, state: dict, target, forget_fp: str, protect, result, kind: str = "forget") -> None:
-        from peft import set_peft_model_state_dict
+        from peft import set_peft_model_state_dict  # peft: heavy, only when an adapter is added
 
         adapter = self.shared.new_name(name)
         self.shared.add_adapter(adapter, lora_config(self.base_vlm, config))
@@ -218,10 +220,7 @@ class UnlearningChain:
     def save(self, out_dir: str | Path) -> Path:
         """Write each adapter as a peft folder (``PeftModel.from_pretrained(model, out_dir / name)`` loads
         it), its protected images, chain.json and report.json."""
-        from safetensors.torch import save_file
-
-        from nscvf.method.archive import ADAPTER_FILE
-        from nscvf.method.archive_schema import step_record
+        from safetensors.torch import save_file  # safetensors: only when a chain is saved
 
         out = Path(out_dir)
         try:
@@ -258,8 +257,6 @@ class UnlearningChain:
         """A chain in the state saved in ``adapter_dir`` (a folder by :meth:`save` or a zip by :meth:`export`),
         on ``vlm``'s shared base. Nothing in the file is trusted (:mod:`nscvf.method.archive` checks it all
         first); a chain made for another base model, or anything save/export would not write, is refused."""
-        from nscvf.method.archive import read_chain
-
         saved = read_chain(vlm, adapter_dir)
         chain = cls(vlm, cache)
         try:

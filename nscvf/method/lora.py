@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from nscvf.method.config import UnlearnConfig
 
 
 def lora_config(vlm, cfg: UnlearnConfig):
     """LoRA on the visual module's linears (or the projector's alone), from ``cfg.first_layer`` on."""
-    import re
-
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft: heavy, only when an adapter is configured
 
     def layer_index(n):
         m = re.search(r"\.(?:layers|blocks)\.(\d+)\.", n)

@@ -130,7 +130,7 @@ def run_request(
     """Run the five phases. Returns (result, the new adapter's peft state dict on the CPU, its live name,
     the forget images as read).
     ``cancel`` (an Event) abandons the request; ``stop`` ends training early and keeps a partial request."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # peft: heavy, only when a request runs
 
     cfg = method_config(request.config)  # a new config (a valid one: UnlearnConfig validates on construction)
     st = RequestState(before, cfg, progress, cancel, stop, rng=random.Random(cfg.seed))

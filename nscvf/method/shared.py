@@ -81,7 +81,7 @@ class SharedBase:
         return f"{label}_{next(self._ids)}"
 
     def add_adapter(self, name: str, lora_config) -> None:
-        from peft import get_peft_model
+        from peft import get_peft_model  # peft: heavy, only when the first adapter is added
 
         with self.lock:
             if self.peft is None:

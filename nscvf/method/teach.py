@@ -89,7 +89,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     """Train a teach adapter on ``chain``'s shared base (the chain is not modified here). Returns
     (result, the adapter's peft state dict on the CPU, its live name, the images as used); the adapter is
     deleted on failure."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # peft: heavy, only when a teach request runs
 
     name, cfg = check_name(name, facts), cfg.validate()
     images = [_small(im) for im in ensure_images(images)]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from nscvf.errors import ModelLoadError
 from nscvf.models import (
     llava,  # noqa: F401  (registers the family)
@@ -21,8 +23,6 @@ __all__ = ["FAMILIES", "VisionLanguageModel", "default_source", "load_model", "w
 
 
 def pick_device_dtype(device: str | None = None, dtype: str | None = None):
-    import torch
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype in (None, "auto"):
         torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
@@ -57,7 +57,7 @@ def load_model(
 ) -> VisionLanguageModel:
     """Load a model (HF id or local directory) and its processor. A saved unlearning result loads on top
     with ``UnlearningChain.load(vlm, folder)`` (its ``.vlm`` is the model in that state)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForImageTextToText  # transformers: model classes, only when one loads
 
     source = source or default_source()
     local = Path(source).expanduser()

@@ -82,7 +82,7 @@ class VisionLanguageModel:
     @classmethod
     def load_processor(cls, source: str):
         """The processor saved with a checkpoint (a family overrides this where AutoProcessor needs help)."""
-        from transformers import AutoProcessor
+        from transformers import AutoProcessor  # transformers: heavy, only when a processor loads
 
         return AutoProcessor.from_pretrained(source)
 
@@ -159,7 +159,7 @@ class VisionLanguageModel:
 
     @staticmethod
     def _linear_names(modules: dict) -> list[str]:
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.tuners.tuners_utils import BaseTunerLayer  # peft: heavy, only when LoRA targets are listed
 
         out = []
         for prefix, module in modules.items():

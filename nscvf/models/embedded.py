@@ -68,7 +68,11 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
 
 
 def build_processor(arch: EmbeddedArch):
-    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import (  # transformers: heavy, only when a model is built (the tokenizer needs none)
+        CLIPImageProcessorPil,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=train_tokenizer(arch.vocab_size),
@@ -96,7 +100,11 @@ def build_processor(arch: EmbeddedArch):
 
 
 def build_config(arch: EmbeddedArch, tokenizer):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import (  # transformers: heavy, only when a model is built (the tokenizer needs none)
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+    )
 
     vision = CLIPVisionConfig(
         hidden_size=arch.vision_hidden,
@@ -135,8 +143,8 @@ def build_config(arch: EmbeddedArch, tokenizer):
 
 def build_untrained(arch: EmbeddedArch | None = None, seed: int = 0):
     """Return (model, processor) with random weights and the project's tokenizer and processor."""
-    import torch
-    from transformers import LlavaForConditionalGeneration
+    import torch  # torch: heavy, only when a model is built
+    from transformers import LlavaForConditionalGeneration  # transformers: as torch
 
     arch = arch or EmbeddedArch()
     processor = build_processor(arch)

@@ -32,7 +32,7 @@ def _bpe():
 
 def llava_processor(image_processor, num_additional_image_tokens: int):
     """A LLaVA processor over the offline BPE (``num_additional_image_tokens``: 1 when the tower has a CLS token)."""
-    from transformers import LlavaProcessor
+    from transformers import LlavaProcessor  # transformers: only the family built
 
     tok = PreTrainedTokenizerFast(
         tokenizer_object=_bpe(),
@@ -49,7 +49,7 @@ def llava_processor(image_processor, num_additional_image_tokens: int):
 
 
 def _text_config(kind: str, tok, hidden: int = 64, layers: int = 2, heads: int = 4):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import LlamaConfig, Qwen2Config  # transformers: only the family built
 
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind]
     return cls(
@@ -70,7 +70,12 @@ def finish(model, tok):
 
 def build_llava_clip(seed: int = 0):
     """LLaVA-1.5 layout: CLIP ViT (penultimate layer, CLS token dropped) -> 2-layer MLP projector -> Llama."""
-    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (  # transformers: only the family built
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     s = LLAVA_IMAGE_SIZE
     ip = CLIPImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
@@ -93,7 +98,12 @@ def build_llava_clip(seed: int = 0):
 
 def build_llava_siglip(seed: int = 0):
     """LLaVA-interleave / onevision-style layout: SigLIP ViT (no CLS; every patch kept) -> MLP -> Qwen2 LLM."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, SiglipImageProcessorPil, SiglipVisionConfig
+    from transformers import (  # transformers: only the family built
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+    )
 
     s = LLAVA_IMAGE_SIZE
     ip = SiglipImageProcessorPil(size={"height": s, "width": s})
@@ -132,7 +142,7 @@ QWEN_CHAT_TEMPLATE = (
 
 
 def qwen_processor():
-    from transformers import Qwen2VLImageProcessorPil
+    from transformers import Qwen2VLImageProcessorPil  # transformers: only the family built
 
     bpe = _bpe()
     tok = PreTrainedTokenizerFast(
@@ -152,7 +162,7 @@ def qwen_processor():
 
 
 def _qwen_config(family: str, tok):
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig  # transformers: only the family built
 
     hidden, heads = 64, 4
     text = dict(
@@ -193,7 +203,11 @@ def _qwen_config(family: str, tok):
 
 def build_qwen2_vl(seed: int = 0, family: str = "qwen2_vl"):
     """Qwen2-VL: ViT with 2x2 patch merger (``model.visual.merger``) -> Qwen2 LLM with M-RoPE."""
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+    from transformers import (  # transformers: only the family built
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
 
     processor = qwen_processor()
     tok = processor.tokenizer
