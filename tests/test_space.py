@@ -226,3 +226,17 @@ def test_space_build_serves_a_forget_from_a_plain_checkout(tmp_path):
         assert f"model {repo / 'assets' / 'model'} loaded" in server.log(), server.log()  # the copy's code and model
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("model, offline", [(None, "1"), ("llava-hf/llava-1.5-7b-hf", None)])
+def test_cli_sets_offline_mode_only_for_a_local_model(model, offline):
+    """`nscvf ask` decides like app.py, from --model, before anything imports huggingface_hub (a missing
+    image ends the command before a model is loaded: exit 2)."""
+    argv = ["ask", "--image", "missing.png", "Who is this?"] + (["--model", model] if model else [])
+    code = (
+        "import os, sys; from nscvf.cli.main import main; rc = main(sys.argv[1:]); "
+        "print(rc, 'huggingface_hub' in sys.modules, os.environ.get('HF_HUB_OFFLINE'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "False", str(offline)]

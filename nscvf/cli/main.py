@@ -21,6 +21,7 @@ from nscvf.images import load_image
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.outcome import assess
 from nscvf.rates import pct
+from nscvf.source import set_offline_default
 
 
 def _positive_int(limit: int):
@@ -316,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = build_parser().parse_args(argv)
+    # Offline mode only for a local model (the embedded one by default); a Hub id in --model or $NSCVF_MODEL
+    # downloads. Set before anything imports huggingface_hub (the commands import the heavy modules).
+    set_offline_default(source=getattr(args, "model", None))
     try:
         return args.func(args)
     except NSCVFError as e:
