@@ -203,8 +203,8 @@ def _plain_copy(dst: Path) -> Path:
 
 @pytest.mark.slow
 def test_space_build_serves_a_forget_from_a_plain_checkout(tmp_path):
+    from support.app_api import FORGET, STATUS, forget_args, rows
     from support.app_server import AppServer, client, example_paths
-    from test_app import FORGET, STATUS, forget_args, rows
 
     python = _space_venv()
     info = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('nscvf'), u.find_spec('spaces') is not None)"],
