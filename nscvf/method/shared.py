@@ -18,8 +18,6 @@ import warnings
 import weakref
 from contextlib import contextmanager
 
-from nscvf.models import wrap_model
-
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformers model -> SharedBase
 _REGISTRY_LOCK = threading.Lock()
 
@@ -62,6 +60,9 @@ class SharedBase:
     # ------------------------------------------------------------------ views
 
     def _wrap(self, model, adapters: tuple[str, ...]):
+        # heavy: nscvf.models imports every family's transformers classes (2.4 s at the app's page build)
+        from nscvf.models import wrap_model
+
         view = wrap_model(model, self.processor, self.source)
         view.__dict__["fingerprint"] = self.fingerprint  # the base's content; adapters are keyed apart
         view.adapters = adapters

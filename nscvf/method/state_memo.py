@@ -23,7 +23,6 @@ import torch
 
 from nscvf.cache import image_fingerprint, memo
 from nscvf.method.nullspace import CovarianceCollector
-from nscvf.models.base import pool_tokens
 
 CHUNK_EVERY = 32  # a covariance chunk ends after an image whose fingerprint is 0 modulo this (mean chunk size)
 CHUNK_MAX = 96  # ... or at this many images (a cut forced by length moves the cuts after it, until a content cut)
@@ -59,6 +58,9 @@ def features(vlm, state: tuple | None, images) -> tuple[list, torch.Tensor]:
     where = (state, *vlm.reading_key())  # the state's weights, and how the processor reads an image
     keys = [(*where, image_fingerprint(im)) for im in images]
     tokens = memo.get_many("features", keys, lambda miss: vlm.image_features([images[i] for i in miss])[0])
+    # heavy: nscvf.models imports every family's transformers classes (2.5 s at the app's page build)
+    from nscvf.models.base import pool_tokens
+
     return tokens, pool_tokens(tokens)
 
 
