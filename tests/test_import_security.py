@@ -406,6 +406,25 @@ def test_too_many_steps_or_images_are_refused(tiny, made, guard, tmp_path):
     refused(tiny, made, _with(made, tmp_path, "jpeg.zip", {"request_1/protect/001.png": jpeg.getvalue()}), "is not a PNG image")
 
 
+def test_an_export_from_before_the_settings_moved_still_loads(tiny, made, guard, tmp_path):
+    """Exports written before issue 16 carry NPO's beta and the world's render counts in a forget step's
+    settings (chain.json and report.json); those retired keys are dropped by name, nothing else is."""
+    old = {"baseline_beta": 0.1, "region_size": 96, "retain_per_character": 8, "protect_per_character": 6}
+
+    def chain(m):
+        m["steps"][0]["config"].update(old)
+
+    def report(r):
+        r["requests"][0]["config"].update(old)
+
+    path = _with(made, tmp_path, "old.zip", {"chain.json": chain_json(made, chain), "report.json": _report(made, report)})
+    loaded = UnlearningChain.load(tiny, path)
+    assert loaded.state_fingerprint == made.live.state_fingerprint and len(loaded.results) == 2
+    loaded.close()
+    still = _with(made, tmp_path, "evil.zip", {"chain.json": chain_json(made, lambda m: m["steps"][0]["config"].update(old, evil=1))})
+    refused(tiny, made, still, "config has unknown key(s) 'evil'")
+
+
 # ------------------------------------------------------------------------------------ schema
 
 
