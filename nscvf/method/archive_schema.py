@@ -126,14 +126,19 @@ def _fields(cls, d, what: str, required: bool) -> dict:
     return d
 
 
+def without_retired(d):
+    """A forget step's saved settings without the keys that moved off the config (NPO's beta, the render
+    counts: issue 16), dropped by name; anything else, and a non-dict, is left for the schema to judge."""
+    return {k: v for k, v in d.items() if k not in RETIRED} if isinstance(d, dict) else d
+
+
 def _settings(kind: str, d, what: str):
     """The settings object of a step of ``kind`` from its chain.json dict (never ``cls(**d)`` unchecked)."""
     if kind == "teach":
         from nscvf.method.teach import TeachConfig as cls  # torch: teach imports torch; only a teach step's settings
     else:
         cls = UnlearnConfig
-        if isinstance(d, dict):  # settings that moved off the config (e.g. onto the Domain): dropped by name
-            d = {k: v for k, v in d.items() if k not in RETIRED}
+        d = without_retired(d)
     d = _fields(cls, d, what, required=False)
     try:
         cfg = cls(**d).validate()
@@ -282,8 +287,8 @@ def parse_report(data: bytes | None, meta: ChainMeta) -> list:
     for k, (r, (name, kind, target, cfg, _)) in enumerate(zip(requests, meta.steps), 1):
         what = f"report.json request {k}"
         d = _fields(UnlearnResult, r, what, required=True)
-        if isinstance(d["config"], dict) and kind == "forget":  # an export from before issue 16: retired keys go
-            d = d | {"config": {k: v for k, v in d["config"].items() if k not in RETIRED}}
+        if kind == "forget":
+            d = d | {"config": without_retired(d["config"])}
         if (d["step"], d["adapter_name"], d.get("kind", "forget"), d["target"], d["method"], d["config"]) != (
             k, name, kind, target, cfg.method, cfg.to_dict()
         ):  # fmt: skip

@@ -45,7 +45,6 @@ from nscvf import world
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     s = AppServer(tmp_path_factory.mktemp("app"))
