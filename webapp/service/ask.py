@@ -1,16 +1,16 @@
 """Questions to the models, without Gradio: who the base model says the uploaded images show
-(:func:`identify`, before any training) and one question to the base and the session's model (:func:`ask`)."""
+(:func:`identify`, before any training) and one question to the base and the session's model (:func:`ask`),
+each one GPU call (:func:`webapp.service.jobs.gpu_call`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nscvf import zerogpu
 from nscvf.errors import InputError
 from nscvf.images import load_image
-from nscvf.method.domain import domain_for
-from nscvf.method.outcome import identify as identify_images
 from webapp.service.form import image_paths
-from webapp.service.jobs import ensure_chain
+from webapp.service.jobs import base_state, gpu_call, gpu_state
 from webapp.state.runtime import Runtime
 from webapp.state.sessions import Session
 from webapp.state.settings import MAX_QUESTION
@@ -30,8 +30,8 @@ def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0)
             pass  # the preview names the bad file
     if not images:
         return None
-    vlm = rt.model.vlm
-    return identify_images(vlm, domain_for(vlm), images, (given or "").strip() or None)
+    request = zerogpu.IdentifyJob(tuple(images), (given or "").strip() or None)
+    return gpu_call("identify", base_state(rt), request)["identification"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,5 @@ def ask(rt: Runtime, sess: Session, question: str | None, image_file=None) -> An
         raise InputError(f"the question is {len(q)} characters long; use at most {MAX_QUESTION}")
     imgs = [load_image(image_paths(image_file, 1)[0])] if image_file else None
     with sess.reading("question"):
-        chain = ensure_chain(rt, sess)
-        base = chain.base_vlm.generate([q], imgs, max_new_tokens=24)[0]
-        current = chain.vlm.generate([q], imgs, max_new_tokens=24)[0] if len(chain) else base
-        return Answers(base, current, len(chain))
+        out = gpu_call("ask", gpu_state(rt, sess), zerogpu.AskJob(q, imgs[0] if imgs else None, max_new_tokens=24))
+        return Answers(out["base"], out["current"], out["k"])

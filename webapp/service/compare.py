@@ -2,23 +2,24 @@
 same images, target and settings, from the state the session's chain was in before that request. Without
 Gradio; the side-by-side table is :mod:`webapp.views.compare`.
 
-The second run uses a throwaway :class:`~nscvf.method.chain.UnlearningChain` on the shared base: the
-session's earlier requests are replayed into it (``restore``, no retraining), the second method trains on
-top, and the throwaway chain is closed (its adapters freed). The session's chain is never changed.
+The second run is one GPU call (:func:`webapp.service.jobs.gpu_call`) on the session's chain as it was
+before that request (its earlier requests replayed by the call, no retraining); the call's chain is closed
+again (its adapters freed) and the session's chain is never changed.
 """
 
 from __future__ import annotations
 
 import time
 
+from nscvf import zerogpu
 from nscvf.errors import Cancelled, InputError
-from nscvf.method.chain import UnlearningChain
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import all_methods, method_config
-from webapp.service.jobs import run_job, shown_images
+from nscvf.method.result import UnlearnResult
+from webapp.service.jobs import check_cancel, gpu_call, gpu_state, run_job, shown_images
 from webapp.service.showcase import draw_figures
 from webapp.state.records import Comparison, RequestRecord, Side
-from webapp.state.runtime import Runtime, gpu
+from webapp.state.runtime import Runtime
 from webapp.state.sessions import Job, Session
 
 NOTHING_YET = "nothing to compare yet: press Forget first, then run the same request with another method"
@@ -36,24 +37,16 @@ def _second_config(rec: RequestRecord, method: str):
     return method_config(cfg)
 
 
-@gpu
-def _run_other(chain, earlier: list, images: list, rec: RequestRecord, cfg, job: Job, umap) -> Side:
-    """The request with ``cfg`` on a throwaway chain replaying ``earlier`` [(record, images)] (always closed)."""
+def _run_other(rt: Runtime, sess: Session, i: int, images: list, rec: RequestRecord, cfg, job: Job) -> Side:
+    """Request ``i`` again with ``cfg``, on the session's state before it (one GPU call), and its plot."""
     t0 = time.time()
-    other = UnlearningChain(chain.base_vlm, chain.cache)
-    try:
-        for k, (prev, prev_images) in enumerate(earlier, start=1):
-            job.update("replaying earlier requests", k, len(earlier))
-            other.restore(prev.result, chain.adapter_state(k), prev_images)
-        retain = list(rec.retain) or None
-        r = other.forget(images, retain, cfg, progress=job.update, cancel=job.cancel, target=rec.target)
-        job.update("drawing plots", 0, 1)
-        if job.cancel.is_set():
-            raise Cancelled("cancelled")
-        fig = draw_figures(r.embeddings, umap).get("after")
-        return Side(cfg.method, r, fig, round(time.time() - t0, 2))
-    finally:
-        other.close()
+    request = zerogpu.ForgetJob(tuple(images), cfg, tuple(rec.retain) or None, rec.target)
+    out = gpu_call("compare", gpu_state(rt, sess, upto=i), request, job)
+    r = UnlearnResult(**out.result)
+    job.update("drawing plots", 0, 1)
+    check_cancel(job)
+    fig = draw_figures(r.embeddings, rt.warmup).get("after")
+    return Side(cfg.method, r, fig, round(time.time() - t0, 2))
 
 
 def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k: None, cancel=None) -> Comparison | None:
@@ -68,18 +61,12 @@ def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k:
         images = shown_images(rec)[0]
         if not images:
             raise InputError("the images of that request are gone (an imported timeline): forget them again to compare")
-        earlier = []
-        for prev in sess.records[:i]:
-            prev_images = shown_images(prev)[0]
-            if not prev_images:
-                raise InputError("the images of an earlier request are gone (an imported timeline): cannot replay it")
-            earlier.append((prev, prev_images))
         cfg = _second_config(rec, method)
         chain = sess.chain
         if cancel is not None:
             job.cancel = cancel
         try:
-            second = run_job(job, lambda: _run_other(chain, earlier, images, rec, cfg, job, rt.warmup), progress,
+            second = run_job(job, lambda: _run_other(rt, sess, i, images, rec, cfg, job), progress,
                              rt.settings.time_limit, f"compare-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             return None

@@ -1,30 +1,36 @@
 """A session's Forget, its evaluation, and Undo/Reset, without Gradio.
 
 Each operation runs inside ``session.exclusive(...)``; a Forget restores the identical request from the
-result cache or runs it in a worker thread (:func:`webapp.service.jobs.run_job`).
+result cache or runs it as one GPU job (:func:`webapp.service.jobs.gpu_call`, in a worker thread:
+:func:`webapp.service.jobs.run_job`), as does the evaluation that follows it.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
+from nscvf import zerogpu
 from nscvf.errors import Cancelled
 from webapp.service.form import ForgetRequest, check_time, page_target, parse_forget
-from webapp.service.jobs import ensure_chain, restore, run_job, shown_record, store
-from webapp.service.showcase import refresh_figures
+from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, restore, run_job, store
+from webapp.service.showcase import refresh_figures, retained_answers
 from webapp.state.records import Evaluation, RequestRecord, result_key
-from webapp.state.runtime import Runtime, gpu
+from webapp.state.runtime import Runtime
 from webapp.state.sessions import Job, Session
 
 
-@gpu
-def compute(chain, req: ForgetRequest, target: str | None, job: Job, umap) -> RequestRecord:
-    """One request, start to finish (the function ZeroGPU would give a GPU): train, probe, draw. The job's
-    ``stop`` (set before the time limit) ends training and keeps what it learned as a partial request."""
+def compute(rt: Runtime, sess: Session, req: ForgetRequest, target: str | None, job: Job, stop_after_s: float) -> RequestRecord:
+    """One request, start to finish: train and probe in one GPU call (the retained characters' answers in
+    the same call), then the plots here and the new adapter appended to the session's chain. Training
+    stops ``stop_after_s`` after the call starts and keeps what it learned (a partial request)."""
     t0 = time.time()
-    r = chain.forget(req.images, req.retain, req.cfg, progress=job.update, cancel=job.cancel, target=target, stop=job.stop)
-    return shown_record(chain, r, job, umap, t0, req.retain)
+    retain = tuple(req.retain) if req.retain else None
+    request = zerogpu.ForgetJob(tuple(req.images), req.cfg, retain, target, stop_after_s=stop_after_s,
+                                then=functools.partial(retained_answers, retain=retain))  # fmt: skip
+    out = gpu_call("forget", gpu_state(rt, sess), request, job)
+    return applied_record(sess.chain, out, req.images, job, rt.warmup, t0)
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,10 @@ class ForgetOutcome:
 
 def train(rt: Runtime, sess: Session, job: Job, req: ForgetRequest, target: str | None) -> RequestRecord:
     """Run the request (Cancelled when cancelled, or stopped at the time limit before anything was learned)."""
-    chain = sess.chain
-    n_before = len(chain)
     margin = rt.estimate.stop_margin()
-    rec = run_job(job, lambda: compute(chain, req, target, job, rt.warmup), progress=job.progress,
+    stop_after = max(1.0, rt.settings.time_limit - margin)
+    rec = run_job(job, lambda: compute(rt, sess, req, target, job, stop_after), progress=job.progress,
                   time_limit=rt.settings.time_limit, name=f"forget-{sess.sid[:8]}", margin=margin)  # fmt: skip
-    if len(chain) == n_before:  # the compute ran elsewhere (ZeroGPU): apply its adapter here
-        restore(chain, rec, req.images)
     rt.estimate.update(rec.result.timings, rec.job_s)
     return rec
 
@@ -92,23 +95,12 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         return ForgetOutcome(rec, len(chain), seconds, restored, request=req)
 
 
-@gpu
-def evaluate_states(chain, target, mode: str, job: Job) -> Evaluation:
-    """The engine's evaluation of the states before and after the last request (cached by the engine under
-    the state's fingerprint: request k's *before* is request k-1's *after*)."""
-    n, seconds, out = len(chain), {}, {}
-    for which, k in (("before", n - 1), ("after", n)):
-
-        def cb(done, total, which=which):
-            if job.cancel.is_set():
-                raise Cancelled("evaluation cancelled")
-            job.update(f"evaluating {which}", done, total)
-
-        cb(0, 1)
-        t = time.time()
-        out[which] = chain.evaluate(target, mode, k=k, progress=cb)
-        seconds[which] = round(time.time() - t, 2)
-    return Evaluation(mode, out["before"], out["after"], seconds["before"], seconds["after"])
+def evaluate_states(rt: Runtime, sess: Session, target, mode: str, job: Job) -> Evaluation:
+    """The engine's evaluation of the states before and after the last request, one GPU call (cached by
+    the engine under the state's fingerprint: request k's *before* is request k-1's *after*)."""
+    out = gpu_call("evaluate", gpu_state(rt, sess), zerogpu.EvaluateJob(target, mode), job)
+    ev, s = out["evaluations"], out["seconds"]
+    return Evaluation(mode, ev["before"], ev["after"], s["before"], s["after"])
 
 
 @dataclass(frozen=True)
@@ -130,9 +122,8 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
         sess.numbers_due = False
         if mode == "none" or (rec.evals and rec.evals.mode == mode) or not rec.evaluable:
             return NumbersOutcome(rec)
-        chain = sess.chain
         try:
-            ev = run_job(job, lambda: evaluate_states(chain, rec.target, mode, job), progress, rt.settings.time_limit,
+            ev = run_job(job, lambda: evaluate_states(rt, sess, rec.target, mode, job), progress, rt.settings.time_limit,
                          f"numbers-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             return NumbersOutcome(rec, cancelled=True)

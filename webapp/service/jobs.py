@@ -1,12 +1,19 @@
 """What every operation on a session shares, without Gradio: the session's chain (:func:`ensure_chain`),
-a job run in a worker thread with its progress, time limit and Cancel (:func:`run_job`), the record of a
-request just added to the chain (:func:`shown_record`), restoring one (:func:`restore`), storing one
-(:func:`store`) and a record's images as uploaded (:func:`shown_images`).
+a job run in a worker thread with its progress, time limit and Cancel (:func:`run_job`), the GPU work as
+one self-contained call (:func:`gpu_call`, through :func:`nscvf.zerogpu.run`), the record of a request a
+call returned, applied to the session's chain (:func:`applied_record`), restoring one (:func:`restore`),
+storing one (:func:`store`) and a record's images as uploaded (:func:`shown_images`).
 
-A Forget, a Teach, an evaluation or a comparison runs in a worker thread so that ``progress(fraction,
-desc=...)`` names the stage at least every :data:`~webapp.state.settings.POLL_S` and the time limit /
-Cancel stop it through the job's cancel flag. Only the engine's public API is used
-(``UnlearningChain.forget/restore/undo/reset/evaluate/adapter_state``, ``chain.domain``, ``chain.vlm``).
+Every use of the model (forget, teach, bring back, compare, evaluate, ask, identify) is a job of
+:mod:`nscvf.zerogpu`: it gets the session's chain as plain CPU data (:func:`gpu_state`) and the request,
+and returns the new adapter weights, the result and the plot data; the main process keeps the session.
+On a ZeroGPU Space each is a ``@spaces.GPU`` call in a worker process; elsewhere (no ``spaces``, or not
+on ZeroGPU) the same job runs in this process on the shared model. :data:`GPU` replaces ``spaces.GPU``
+(tests: :class:`nscvf.zerogpu.ProcessPerCall`, a fresh process per call).
+
+A long job runs in a worker thread so that ``progress(fraction, desc=...)`` names the stage at least every
+:data:`~webapp.state.settings.POLL_S`; the time limit and Cancel set the job's cancel flag, which closes
+the call's generator at its next yield (the job stops at a step boundary, in whichever process it runs).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import threading
 import time
 import traceback
 
+from nscvf import zerogpu
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
 from nscvf.method.chain import UnlearningChain
-from webapp.service.showcase import draw_figures, retain_rows
+from nscvf.method.result import UnlearnResult
+from webapp.service.showcase import draw_figures
 from webapp.state.records import RequestRecord
 from webapp.state.runtime import Runtime
 from webapp.state.sessions import Job, Session
@@ -36,28 +45,54 @@ def ensure_chain(rt: Runtime, sess: Session) -> UnlearningChain:
     return sess.chain
 
 
+GPU = None  # a stand-in of spaces.GPU (None: spaces.GPU when importable, a no-op off ZeroGPU)
+
+
+def gpu_state(rt: Runtime, sess: Session, upto: int | None = None) -> zerogpu.ChainState:
+    """The session's chain (its first ``upto`` requests; default all) as a ZeroGPU call's input. The loaded
+    model is registered as the process's base, so an in-process job (and a ZeroGPU worker forked from this
+    process) uses it instead of loading it again."""
+    chain = ensure_chain(rt, sess)
+    zerogpu.register_base(chain.base_vlm)
+    return zerogpu.chain_state(chain, upto)
+
+
+def base_state(rt: Runtime) -> zerogpu.ChainState:
+    """The base model alone (no session) as a call's input (who the images show, before any training)."""
+    vlm = rt.model.get()
+    zerogpu.register_base(vlm)
+    cls = type(vlm)
+    cache_dir = None if rt.model.cache is None or rt.model.cache.directory is None else str(rt.model.cache.directory)
+    return zerogpu.ChainState(vlm.source, vlm.fingerprint, float(cls.step_seconds), float(cls.fixed_seconds),
+                              cache_dir=cache_dir)  # fmt: skip
+
+
+def gpu_call(kind: str, state: zerogpu.ChainState, request, job: Job | None = None):
+    """One GPU job of ``kind`` (:func:`nscvf.zerogpu.run`): its progress goes to ``job``, the job's cancel
+    flag (Cancel, the time limit) closes it at its next step boundary (:class:`~nscvf.errors.Cancelled`)."""
+    if job is None:
+        return zerogpu.run(kind, state, request, gpu=GPU)
+    return zerogpu.run(kind, state, request, progress=job.update, cancel=job.cancel, gpu=GPU)
+
+
 def check_cancel(job: Job) -> None:
     if job.cancel.is_set():
         raise Cancelled("cancelled; the model is unchanged")
 
 
-def shown_record(chain, r, job: Job, umap, t0: float, retain=None) -> RequestRecord:
-    """The record of the request ``r`` just added to ``chain``: the retained characters' answers and the
-    plots; cancelled (or failed) meanwhile, the request is undone and the chain is as it was."""
-    try:
-        job.update("retained characters", 0, 1)
-        check_cancel(job)
-        rows = retain_rows(chain, r.target, retain)
-        job.update("drawing plots", 0, 1)
-        check_cancel(job)
-        tp = time.time()
-        figures = draw_figures(r.embeddings, umap)
-        plots_s = round(time.time() - tp, 3)
-    except BaseException:
-        chain.undo()
-        raise
-    state = {k: v.detach().cpu().clone() for k, v in chain.adapter_state().items()}
-    return RequestRecord(r, state, rows, figures, round(time.time() - t0, 3), plots_s, time.time())
+def applied_record(chain, out: zerogpu.StepOutcome, images, job: Job, umap, t0: float) -> RequestRecord:
+    """The record of the request a GPU call returned (``out``: its result, adapter weights and retained
+    answers), its plots drawn here, then appended to the session's ``chain``. Cancelled before it is
+    appended, the chain is as it was."""
+    r = UnlearnResult(**out.result)
+    job.update("drawing plots", 0, 1)
+    check_cancel(job)
+    tp = time.time()
+    figures = draw_figures(r.embeddings, umap)
+    plots_s = round(time.time() - tp, 3)
+    check_cancel(job)
+    chain.restore(r, out.adapter_state, list(images))
+    return RequestRecord(r, out.adapter_state, out.extra or [], figures, round(time.time() - t0, 3), plots_s, time.time())
 
 
 def restore(chain, rec: RequestRecord, images) -> None:
@@ -95,9 +130,8 @@ def fraction(job: Job) -> float:
 
 def run_job(job: Job, fn, progress, time_limit: float, name: str, margin: float | None = None):
     """Run ``fn`` in a worker thread; meanwhile refresh the progress (stage, fraction, seconds) every
-    POLL_S. With ``margin``: at ``time_limit - margin`` the job's ``stop`` is set (training ends, what it
-    learned is measured and kept) and only at ``time_limit + margin`` its cancel flag; without, the cancel
-    flag at the limit. Returns fn's value or raises its error."""
+    POLL_S. The job's cancel flag is set at ``time_limit`` (plus ``margin``: a Forget's call stops training
+    by itself ``margin`` before the limit, ``ForgetJob.stop_after_s``, and is still measured and kept). Returns fn's value or raises its error."""
     ctx = contextvars.copy_context()  # carries the request context (ZeroGPU's spaces.GPU reads it)
     out: dict = {}
 
@@ -115,9 +149,6 @@ def run_job(job: Job, fn, progress, time_limit: float, name: str, margin: float 
     shown, last = None, 0.0
     while not finished.wait(0.1):  # a new stage at once, and the same one again every POLL_S
         elapsed = time.time() - t0
-        if margin is not None and elapsed > time_limit - margin and not job.stop.is_set():
-            job.stop.set()
-            log.info("%s: stopping training %.0f s before the time limit (kept as a partial request)", name, margin)
         if elapsed > time_limit + (margin or 0) and not job.cancel.is_set():
             job.timed_out = True
             job.cancel.set()

@@ -27,6 +27,12 @@ def retain_rows(chain, target: str | None, retain=None) -> list[list[str]]:
     return [[flat_l[k], q, before[k], after[k], "same" if before[k] == after[k] else "CHANGED"] for k, q in enumerate(flat_q)]
 
 
+def retained_answers(chain, result, retain=None) -> list[list[str]]:
+    """:func:`retain_rows` as a GPU job's ``then`` hook (run in the same call, the new request applied;
+    module level so that it crosses to a ZeroGPU worker by name)."""
+    return retain_rows(chain, result.target, None if retain is None else list(retain))
+
+
 def draw_figures(emb: dict, umap) -> dict:
     """The two embedding figures (plotly JSON). UMAP from the worker once it is warm; before that (the first
     ~30-60 s after start on a small CPU) PCA, labelled as such and redrawn on a later view."""

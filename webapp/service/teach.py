@@ -14,15 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nscvf import zerogpu
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
 from nscvf.method.domain import RelearnSets
-from nscvf.method.relearn import relearn
 from nscvf.method.teach import TeachConfig, check_name, heldout_view
 from webapp.service.form import image_paths
-from webapp.service.jobs import ensure_chain, restore, run_job, shown_images, shown_record
+from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, run_job, shown_images
+from webapp.service.showcase import retained_answers
 from webapp.state.records import RelearnProbe, RequestRecord
-from webapp.state.runtime import Runtime, gpu
+from webapp.state.runtime import Runtime
 from webapp.state.sessions import Job, Session
 
 FACTS = ("town", "job", "food")
@@ -61,12 +62,13 @@ def parse_teach(form: dict, max_files: int) -> TeachRequest:
     return TeachRequest(images, paths, name, facts)
 
 
-@gpu
-def compute_teach(chain, req: TeachRequest, job: Job, umap) -> RequestRecord:
-    """Teach, then the retained characters' answers and the plots (the new cluster appears)."""
+def compute_teach(rt: Runtime, sess: Session, req: TeachRequest, job: Job) -> RequestRecord:
+    """Teach and the retained characters' answers in one GPU call, then the plots (the new cluster appears)
+    and the new adapter appended to the session's chain."""
     t0 = time.time()
-    r = chain.teach(req.images, req.name, req.facts or None, TeachConfig(), progress=job.update, cancel=job.cancel)
-    return shown_record(chain, r, job, umap, t0)
+    request = zerogpu.TeachJob(tuple(req.images), req.name, req.facts or None, TeachConfig(), then=retained_answers)
+    out = gpu_call("teach", gpu_state(rt, sess), request, job)
+    return applied_record(sess.chain, out, req.images, job, rt.warmup, t0)
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,11 @@ def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None)
         n_before = len(chain)
         sess.numbers_due = False
         try:
-            rec = run_job(job, lambda: compute_teach(chain, req, job, rt.warmup), progress, rt.settings.time_limit,
+            rec = run_job(job, lambda: compute_teach(rt, sess, req, job), progress, rt.settings.time_limit,
                           f"teach-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             why = "time limit" if job.timed_out else "cancelled"
             return TeachOutcome(None, n_before, round(time.time() - t0, 2), stopped=why, request=req)
-        if len(chain) == n_before:  # computed elsewhere (ZeroGPU): apply its adapter here
-            restore(chain, rec, req.images)
         seconds = round(time.time() - t0, 2)
         rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation="none", evaluable=False, shown_s=seconds,
                           world=chain.domain.is_world)  # fmt: skip
@@ -126,16 +126,13 @@ def _probe_sets(chain, rec: RequestRecord, k: int) -> RelearnSets:
     return RelearnSets(train, held, train, held, reference)
 
 
-@gpu
-def _relearn_both(chain, rec: RequestRecord, sets: RelearnSets, job: Job) -> RelearnProbe:
-    def cb(which):
-        return lambda stage, done, total: job.update(f"{which}: {stage}", done, total)
-
+def _relearn_both(rt: Runtime, sess: Session, rec: RequestRecord, sets: RelearnSets, job: Job) -> RelearnProbe:
+    """The probe on this session's model and the reference on the base model, in one GPU call."""
     name = rec.target
-    mine = relearn(chain.vlm, sets.train, name, sets.held, PROBE_STEPS, progress=cb("this model"), cancel=job.cancel)
-    ref = relearn(chain.base_vlm, sets.ref_train, name, sets.ref_held, PROBE_STEPS, progress=cb("reference"),
-                  cancel=job.cancel)  # fmt: skip
-    return RelearnProbe(name, len(sets.train), PROBE_STEPS, mine, ref, len(sets.held), sets.reference)
+    request = zerogpu.RelearnJob(tuple(sets.train), tuple(sets.held), name, PROBE_STEPS, tuple(sets.ref_train),
+                                 tuple(sets.ref_held))  # fmt: skip
+    out = gpu_call("relearn", gpu_state(rt, sess), request, job)
+    return RelearnProbe(name, len(sets.train), PROBE_STEPS, out["chain"], out["reference"], len(sets.held), sets.reference)
 
 
 def last_forgotten(sess: Session) -> RequestRecord | None:
@@ -156,10 +153,9 @@ def relearn_probe(rt: Runtime, sess: Session, k, progress=lambda *a, **k: None) 
         rec = last_forgotten(sess)
         if rec is None or sess.chain is None:
             raise InputError("nothing forgotten yet in this session: press Forget first, then try to bring it back")
-        chain = sess.chain
-        sets = _probe_sets(chain, rec, k)
+        sets = _probe_sets(sess.chain, rec, k)
         try:
-            return run_job(job, lambda: _relearn_both(chain, rec, sets, job), progress, rt.settings.time_limit,
+            return run_job(job, lambda: _relearn_both(rt, sess, rec, sets, job), progress, rt.settings.time_limit,
                            f"relearn-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             return None

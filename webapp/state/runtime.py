@@ -18,16 +18,6 @@ from webapp.state.umap_worker import UmapWorker
 
 log = logging.getLogger("nscvf.app")
 
-try:  # Hugging Face ZeroGPU: the compute function runs with a GPU attached; elsewhere a no-op.
-    import spaces  # type: ignore
-
-    gpu = spaces.GPU(duration=120)
-except Exception:  # noqa: BLE001  (not installed, or not on a Space)
-
-    def gpu(fn):
-        return fn
-
-
 class NotReady(NSCVFError):
     """The model is still loading, or could not be loaded."""
 

@@ -30,7 +30,6 @@ class Job:
 
     what: str = "request"
     cancel: threading.Event = field(default_factory=threading.Event)
-    stop: threading.Event = field(default_factory=threading.Event)  # end training, keep what it learned
     done: threading.Event = field(default_factory=threading.Event)
     stage: str = "waiting"
     step: int = 0
