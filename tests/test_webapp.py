@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,8 @@ def rt(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("webapp")
     model, processor = build_llava_clip()
-    settings = Settings(data_dir=tmp / "data", examples_dir=ROOT / "assets" / "examples", model_dir=ROOT / "assets" / "model")
+    settings = Settings(data_dir=tmp / "data", examples_dir=ROOT / "assets" / "examples", model_dir=ROOT / "assets" / "model",
+                        max_steps=2000)  # the tests' long requests (cheap estimates: _cheap)  # fmt: skip
     r = runtime.local(settings, wrap_model(model, processor), Cache(tmp / "data" / "cache"), warm_up=False)
     return r
 
@@ -396,7 +398,7 @@ def test_undo_and_reset_views_show_the_current_state(first):
 
 def test_time_limit_keeps_a_partial_request(rt, files, no_early_stop):
     settings = Settings(data_dir=rt.settings.data_dir, examples_dir=rt.settings.examples_dir,
-                        model_dir=rt.settings.model_dir, time_limit=7)  # fmt: skip
+                        model_dir=rt.settings.model_dir, time_limit=7, max_steps=2000)  # fmt: skip
     short = runtime.local(settings, rt.model.vlm, rt.model.cache, warm_up=False)
     short.estimate.seconds_per_step, short.estimate.after_s, short.estimate.before_s = 0.001, 0.5, 0.5
     sess = short.sessions.get("limit")
@@ -408,28 +410,36 @@ def test_time_limit_keeps_a_partial_request(rt, files, no_early_stop):
     assert short.model.cache.get(rec.key) is None  # a partial request is kept, not reused for the full one
 
 
-def test_other_visitors_ask_waits_at_most_a_step(rt, files, no_early_stop):
-    """The engine holds the shared model per training step: B's question runs between two of A's steps."""
-    a, b = rt.sessions.get("train-a"), rt.sessions.get("ask-b")
+@contextmanager
+def training(rt, sess, files):
+    """Session ``sess`` runs a 2000-step request (no early stop: until cancelled) in a thread; yields once it
+    is in its optimisation steps, then cancels it. The outcome lands in the yielded dict (``out``)."""
     stepping, res = threading.Event(), {}
 
     def progress(fraction, desc=""):
         if desc.startswith("step "):
             stepping.set()
 
-    t = threading.Thread(target=lambda: res.update(out=service.forget(rt, a, form(files["red"], files["keep"], steps=2000, name="Red"), progress)))  # fmt: skip
-    _cheap(rt)
+    t = threading.Thread(target=lambda: res.update(out=service.forget(rt, sess, form(files["red"], files["keep"], steps=2000, name="Red"), progress)))  # fmt: skip
     t.start()
     try:
         assert stepping.wait(120), "never reached the optimisation steps"
+        yield res
+    finally:
+        sess.cancel()
+        t.join(60)
+
+
+def test_other_visitors_ask_waits_at_most_a_step(rt, files, no_early_stop):
+    """The engine holds the shared model per training step: B's question runs between two of A's steps."""
+    a, b = rt.sessions.get("train-a"), rt.sessions.get("ask-b")
+    _cheap(rt)
+    with training(rt, a, files) as res:
         import time
 
         t0 = time.time()
         answers = asking.ask(rt, b, "Who is this?", files["red"][0])
         assert time.time() - t0 < 3 and answers.k == 0 and a.busy
-    finally:
-        a.cancel()
-        t.join(60)
     assert res["out"].stopped == "cancelled"
 
 
@@ -565,3 +575,86 @@ def test_compare_methods_runs_the_same_request_and_leaves_the_chain(rt, files):
     with pytest.raises(InputError, match="unknown method"):
         compare.compare_methods(rt, sess, "nope")
     rt.sessions.free("ab")
+
+
+# ------------------------------------------------------------------------------- turns (issue 19 items 3, 8)
+
+
+def _evaluation_running(sess, seconds: float | None = None):
+    """A thread holding the session's evaluation, as the accuracies after a Forget do: it ends when
+    cancelled (at its next step, like the engine's) or after ``seconds``. Returns (thread, its job, started)."""
+    started, held = threading.Event(), {}
+
+    def run():
+        with sess.exclusive("evaluation") as job:
+            held["job"] = job
+            started.set()
+            job.cancel.wait(seconds if seconds is not None else 30)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(10)
+    return t, held["job"]
+
+
+def test_undo_right_after_the_answers_stops_the_accuracies(rt, first, files):
+    sess = rt.sessions.get("undo-now")
+    service.forget(rt, sess, form(files["red"], files["keep"], name="Red"))  # the same request: restored
+    t, job = _evaluation_running(sess)
+    import time
+
+    t0 = time.time()
+    assert service.rewind(rt, sess) is None  # not refused: the evaluation was stopped first
+    assert time.time() - t0 < 5 and job.superseded_by == "undo" and len(sess.chain) == 0
+    t.join(5)
+
+
+def test_the_next_forget_waits_for_the_accuracies_and_cancel_drops_it(rt, first, files):
+    import time
+
+    sess = rt.sessions.get("forget-after")
+    service.forget(rt, sess, form(files["red"], files["keep"], name="Red"))
+    t, _ = _evaluation_running(sess, seconds=1.0)
+    seen, t0 = [], time.time()
+    out = service.forget(rt, sess, form(files["red"], files["keep"], name="Red"), lambda f, desc="": seen.append(desc))
+    assert out.record is not None and len(sess.chain) == 2 and time.time() - t0 >= 0.9
+    assert any(d.startswith("waiting for the accuracies") for d in seen), seen
+    t.join(5)
+    t, _ = _evaluation_running(sess)
+    threading.Timer(0.5, sess.cancel).start()  # Cancel pressed while the Forget waits
+    out = service.forget(rt, sess, form(files["green"], files["keep"], name="Green"))
+    assert out.stopped == "queued" and out.record is None and len(sess.chain) == 2
+    t.join(5)
+
+
+def test_steps_box_and_validation_agree(rt):
+    hi = Settings.from_env({}).steps_hi  # the app's: what fits 600 s at the first guesses (the box says 1 to hi)
+    assert hi == 1450
+    fast = runtime.Estimate(seconds_per_step=0.05, before_s=1, after_s=1)  # this machine got faster
+    form_module.check_time(form_module.make_config(form([], [], steps=hi)), fast, rt.settings.time_limit, hi)
+    with pytest.raises(InputError, match=rf"steps={hi + 1} is out of range; use 1 to {hi}"):
+        form_module.check_time(form_module.make_config(form([], [], steps=hi + 1)), fast, rt.settings.time_limit, hi)
+    slow = runtime.Estimate(seconds_per_step=1.0)
+    with pytest.raises(InputError, match=r"lower Steps to at most (\d+)") as e:
+        form_module.check_time(form_module.make_config(form([], [], steps=hi)), slow, 600, hi)
+    assert int(e.value.args[0].rsplit(" ", 1)[1]) < hi
+
+
+def test_another_visitors_forget_does_not_wait_behind_a_long_job(rt, files, no_early_stop):
+    """A's 2000-step request is long (over a turn); B's short one starts at once and ends while A trains."""
+    import time
+
+    settings = Settings(data_dir=rt.settings.data_dir, examples_dir=rt.settings.examples_dir,
+                        model_dir=rt.settings.model_dir, turn_s=5, max_steps=2000)  # fmt: skip
+    fair = runtime.local(settings, rt.model.vlm, rt.model.cache, warm_up=False)
+    fair.estimate.seconds_per_step, fair.estimate.before_s, fair.estimate.after_s = 0.01, 0.1, 0.1
+    a, b = fair.sessions.get("long-a"), fair.sessions.get("short-b")
+    with training(fair, a, files) as res:
+        seen, t0 = [], time.time()
+        out = service.forget(fair, b, form(files["green"], files["keep"], steps=2, name="Green"),
+                             lambda f, desc="": seen.append(desc))  # fmt: skip
+        took = time.time() - t0
+        assert out.record is not None and a.busy, "B finished while A still trains"
+        assert not any(d.startswith("waiting for a turn") for d in seen), seen
+        assert took < 60, took
+    assert res["out"].stopped == "cancelled"

@@ -1,8 +1,10 @@
 """The page, composed from its sections (:func:`build`), and :func:`launch` (settings, runtime, queue, serve).
 
-Forget runs in one queue (``concurrency_id="compute"``, ``NSCVF_CONCURRENCY`` wide); Ask, Undo, Reset,
-Evaluate and name inference in their own lane (``"light"``, ``NSCVF_LIGHT_CONCURRENCY`` wide): the engine
-holds the shared model per training step, so they wait at most one step behind another visitor's training.
+Forget, Teach, the relearning probe and the comparison are admitted at once (``concurrency_id="compute"``)
+and take fair turns in code (:mod:`webapp.state.turns`: a request that fits a turn never waits behind
+another visitor's long one; the page shows the wait and its ETA); Ask, Undo, Reset, Evaluate and name
+inference run in their own lane (``"light"``, ``NSCVF_LIGHT_CONCURRENCY`` wide): the engine holds the
+shared model per training step, so they wait at most one step behind another visitor's training.
 Each session's operations are also exclusive in code (:meth:`webapp.state.sessions.Session.exclusive`).
 """
 
@@ -68,7 +70,7 @@ def layout(settings: Settings, rt: Runtime) -> Page:
         with gr.Column(scale=3):
             up = upload.build(settings, examples)
         with gr.Column(scale=2):
-            controls = forget.build_controls(settings, rt.estimate.steps_max(settings.time_limit))
+            controls = forget.build_controls(settings, settings.steps_hi)
     taught = teach.build(settings)
     history = timeline.build()
     results = forget.build_results()

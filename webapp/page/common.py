@@ -84,14 +84,16 @@ class Page:
 class Lanes(NamedTuple):
     """The queue options of the page's events (see :mod:`webapp.page.app`)."""
 
-    compute: dict  # Forget, Teach, relearning, comparison: NSCVF_CONCURRENCY at once
+    compute: dict  # Forget, Teach, relearning, comparison: admitted at once, then fair turns in code (runtime.turns)
     lane: dict  # Ask, Undo, Reset, Evaluate, name inference: their own lane
     light: dict  # instant handlers: no limit, no progress
 
 
 def lanes(settings: Settings) -> Lanes:
     return Lanes(
-        {"concurrency_id": "compute", "concurrency_limit": settings.concurrency},
+        # Every training event is admitted (up to the queue's size) and waits for its turn in code
+        # (webapp.state.turns: short and long jobs in their own lanes, the wait and ETA on the page).
+        {"concurrency_id": "compute", "concurrency_limit": settings.max_queue},
         {"concurrency_id": "light", "concurrency_limit": settings.light_concurrency},
         {"concurrency_limit": None, "show_progress": "hidden"},
     )

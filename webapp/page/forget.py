@@ -167,6 +167,8 @@ def numbers(evaluation, sid, request: gr.Request, progress=gr.Progress()):
     rec, keep = out.record, views.KEEP
     if rec is None:
         return emit(sid, Numbers(keep, keep, "Nothing to evaluate yet: run Forget first.", keep))
+    if out.superseded:  # an Undo or Reset stopped it and shows the session's state itself
+        return emit(sid, Numbers(keep, keep, keep, keep))
     if out.cancelled:
         return emit(sid, Numbers(keep, keep, "Evaluation cancelled; press Forget again or call /numbers to evaluate.", keep))
     note = "Evaluation is off (Advanced)." if rec.evaluation == "none" else views.numbers_note(rec)
@@ -243,7 +245,7 @@ def wire(page: Page, settings: Settings) -> None:
     click = fc.forget_btn.click(mark_pending, page.sid, [page.sid, fc.forget_btn, fc.status], api_visibility="private",
                                 **light)  # fmt: skip
     done = click.then(forget, None, outputs, inputs_kwargs=form, api_name="forget", show_progress_on=[fc.status],
-                      time_limit=settings.time_limit + 120, **compute)  # the app stops the job itself, keeping a partial request  # fmt: skip
+                      time_limit=2 * settings.time_limit + 120, **compute)  # a turn (one long job ahead) and the job; the app stops the job itself  # fmt: skip
     done.failure(forget_failed, page.sid, [fc.forget_btn, fc.status], api_visibility="private", **light)
     done.success(enable_forget, None, fc.forget_btn, api_visibility="private", **light)
     evaluate = {"evaluation": fc.evaluation, "sid": page.sid}

@@ -129,6 +129,6 @@ def wire(page: Page, settings: Settings) -> None:
     form = {"files": t.teach_files, "name": t.teach_name, "town": t.teach_town, "job": t.teach_job,
             "food": t.teach_food, "sid": page.sid}  # fmt: skip
     t.teach_btn.click(teach_concept, None, page.outputs(), inputs_kwargs=form, api_name="teach",
-                      show_progress_on=[page.forget.status], time_limit=settings.time_limit + 120, **compute)  # fmt: skip
+                      show_progress_on=[page.forget.status], time_limit=2 * settings.time_limit + 120, **compute)  # fmt: skip
     r.relearn_btn.click(bring_back, None, page.outputs(Probe._fields), inputs_kwargs={"k": r.relearn_k, "sid": page.sid},
                         api_name="relearn", show_progress_on=[r.relearn_note], **compute)  # fmt: skip

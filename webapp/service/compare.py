@@ -16,7 +16,7 @@ from nscvf.errors import Cancelled, InputError
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import all_methods, method_config
 from nscvf.method.result import UnlearnResult
-from webapp.service.jobs import check_cancel, gpu_call, gpu_state, run_job, shown_images
+from webapp.service.jobs import check_cancel, gpu_call, gpu_state, run_job, shown_images, turn
 from webapp.service.showcase import draw_figures
 from webapp.state.records import Comparison, RequestRecord, Side
 from webapp.state.runtime import Runtime
@@ -66,8 +66,9 @@ def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k:
         if cancel is not None:
             job.cancel = cancel
         try:
-            second = run_job(job, lambda: _run_other(rt, sess, i, images, rec, cfg, job), progress,
-                             rt.settings.time_limit, f"compare-{sess.sid[:8]}")  # fmt: skip
+            with turn(rt, sess, job, rt.estimate.seconds(cfg.steps), progress):
+                second = run_job(job, lambda: _run_other(rt, sess, i, images, rec, cfg, job), progress,
+                                 rt.settings.time_limit, f"compare-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             return None
         first = Side(rec.result.method or rec.result.config["method"], rec.result, rec.figures.get("after"), rec.job_s)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nscvf import zerogpu
 from nscvf.errors import Cancelled
 from webapp.service.form import ForgetRequest, check_time, page_target, parse_forget
-from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, restore, run_job, store
+from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, restore, run_job, store, turn
 from webapp.service.showcase import refresh_figures, retained_answers
 from webapp.state.records import Evaluation, RequestRecord, result_key
 from webapp.state.runtime import Runtime
@@ -62,11 +62,17 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
     t0 = sess.clicked_at() or time.time()
     if not sess.dequeued():
         return ForgetOutcome(None, len(sess.chain) if sess.chain else 0, time.time() - t0, stopped="queued")
-    with sess.exclusive("request") as job:
+
+    def waiting():
+        progress(0.0, desc="waiting for the accuracies of the last request (they are being computed)")
+
+    with sess.exclusive("request", evaluation="wait", waiting=waiting) as job:
+        if sess.dropped():  # Cancel pressed while it waited for the accuracies
+            return ForgetOutcome(None, len(sess.chain) if sess.chain else 0, time.time() - t0, stopped="queued")
         job.progress = progress
         progress(0.0, desc="reading images")
         req = parse_forget(form, rt.settings.max_files)
-        check_time(req.cfg, rt.estimate, rt.settings.time_limit)
+        check_time(req.cfg, rt.estimate, rt.settings.time_limit, rt.settings.steps_hi)
         progress(0.01, desc="waiting for the model to load" if not rt.model.ready else "preparing")
         chain = ensure_chain(rt, sess)
         target = page_target(chain.domain, req.name, chain.taught)
@@ -80,7 +86,8 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         else:
             n_before = len(chain)
             try:
-                rec = train(rt, sess, job, req, target).replace(key=key)
+                with turn(rt, sess, job, rt.estimate.seconds(req.cfg.steps), progress):
+                    rec = train(rt, sess, job, req, target).replace(key=key)
             except Cancelled:
                 why = "time limit" if job.timed_out else "cancelled"
                 return ForgetOutcome(None, n_before, time.time() - t0, stopped=why, request=req)
@@ -109,6 +116,7 @@ class NumbersOutcome:
 
     record: RequestRecord | None
     cancelled: bool = False
+    superseded: bool = False  # cancelled by an Undo or Reset of the same session (which shows the state now)
 
 
 def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, **k: None) -> NumbersOutcome:
@@ -126,7 +134,7 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
             ev = run_job(job, lambda: evaluate_states(rt, sess, rec.target, mode, job), progress, rt.settings.time_limit,
                          f"numbers-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
-            return NumbersOutcome(rec, cancelled=True)
+            return NumbersOutcome(rec, cancelled=True, superseded=job.superseded_by is not None)
         rec = sess.records[-1] = rec.replace(evals=ev)
         if rec.key is not None:  # a repeat (also after a restart) shows the numbers at once
             stored = RequestRecord.from_dict(rt.model.cache.get(rec.key))
@@ -138,7 +146,7 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
 def rewind(rt: Runtime, sess: Session, reset: bool = False) -> RequestRecord | None | bool:
     """Undo the last request (or every one): the record now shown (None: the base model), or False when
     there was nothing to undo."""
-    with sess.exclusive("undo"):
+    with sess.exclusive("reset" if reset else "undo", evaluation="cancel"):
         chain = sess.chain
         if chain is None or len(chain) == 0:
             return False

@@ -17,6 +17,7 @@ from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import method_config
 from webapp.state.settings import ADVANCED, APP_RANGES, MAX_NAME, config_fields
 
+UNLIMITED = 10**9
 NO_IMAGES = "no images: upload one or more images of what to forget, or click an example character"
 
 # ---------------------------------------------------------------------------------------- the form
@@ -109,13 +110,18 @@ def parse_forget(form: dict, max_files: int) -> ForgetRequest:
                          image_set_fingerprint(images), retain_fp)  # fmt: skip
 
 
-def check_time(cfg, estimate, time_limit: float) -> None:
-    """Refuse settings whose estimated time exceeds the time limit, before the job starts, saying what to lower."""
+def check_time(cfg, estimate, time_limit: float, steps_hi: int | None = None) -> None:
+    """Refuse settings whose estimated time exceeds the time limit, or more Steps than the form offers
+    (``steps_hi``: the Steps box's top, so that the box and the validation agree), before the job starts,
+    saying what to lower."""
+    if steps_hi is not None and cfg.steps > steps_hi:
+        raise InputError(f"steps={cfg.steps} is out of range; use 1 to {steps_hi} (the most that fit the time limit "
+                         f"of {time_limit:.0f} s)")  # fmt: skip
     need = estimate.seconds(cfg.steps)
     if need > time_limit:
         raise InputError(
             f"{cfg.steps} steps would take about {need:.0f} s on this machine, over the time limit of {time_limit:.0f} s: "
-            f"lower Steps to at most {estimate.steps_max(time_limit)}"
+            f"lower Steps to at most {min(estimate.steps_max(time_limit), steps_hi or UNLIMITED)}"
         )
 
 

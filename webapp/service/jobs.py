@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 
 from nscvf import zerogpu
 from nscvf.errors import Cancelled, InputError
@@ -73,6 +74,22 @@ def gpu_call(kind: str, state: zerogpu.ChainState, request, job: Job | None = No
     if job is None:
         return zerogpu.run(kind, state, request, gpu=GPU)
     return zerogpu.run(kind, state, request, progress=job.update, cancel=job.cancel, gpu=GPU)
+
+
+@contextmanager
+def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress):
+    """This session's training in a fair turn between visitors (:mod:`webapp.state.turns`): while it waits,
+    the page says how many are ahead and when its turn comes; Cancel drops it. Yields the seconds waited."""
+
+    def waiting(place):
+        lane = "long requests" if place.long else "requests"
+        progress(0.0, desc=f"waiting for a turn: {place.ahead} of other visitors' {lane} ahead, your turn in about "
+                           f"{place.eta_s:.0f} s")  # fmt: skip
+
+    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting) as waited:
+        if waited:
+            log.info("%s waited %.1f s for a turn (%.0f s estimated)", sess.sid[:8], waited, seconds)
+        yield waited
 
 
 def check_cancel(job: Job) -> None:

@@ -20,7 +20,7 @@ from nscvf.images import load_image
 from nscvf.method.domain import RelearnSets
 from nscvf.method.teach import TeachConfig, check_name, heldout_view
 from webapp.service.form import image_paths
-from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, run_job, shown_images
+from webapp.service.jobs import applied_record, ensure_chain, gpu_call, gpu_state, run_job, shown_images, turn
 from webapp.service.showcase import retained_answers
 from webapp.state.records import RelearnProbe, RequestRecord
 from webapp.state.runtime import Runtime
@@ -86,7 +86,13 @@ class TeachOutcome:
 def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None) -> TeachOutcome:
     """One Teach of this session (exclusive; Cancel and the time limit stop it and leave the chain as it was)."""
     t0 = time.time()
-    with sess.exclusive("teach") as job:
+
+    def waiting():
+        progress(0.0, desc="waiting for the accuracies of the last request (they are being computed)")
+
+    with sess.exclusive("teach", evaluation="wait", waiting=waiting) as job:
+        if sess.dropped():  # Cancel pressed while it waited for the accuracies
+            return TeachOutcome(None, len(sess.chain) if sess.chain else 0, round(time.time() - t0, 2), stopped="cancelled")
         job.progress = progress
         progress(0.0, desc="reading images")
         req = parse_teach(form, rt.settings.max_files)
@@ -95,8 +101,9 @@ def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None)
         n_before = len(chain)
         sess.numbers_due = False
         try:
-            rec = run_job(job, lambda: compute_teach(rt, sess, req, job), progress, rt.settings.time_limit,
-                          f"teach-{sess.sid[:8]}")  # fmt: skip
+            with turn(rt, sess, job, rt.estimate.seconds(TeachConfig().steps), progress):
+                rec = run_job(job, lambda: compute_teach(rt, sess, req, job), progress, rt.settings.time_limit,
+                              f"teach-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             why = "time limit" if job.timed_out else "cancelled"
             return TeachOutcome(None, n_before, round(time.time() - t0, 2), stopped=why, request=req)
@@ -155,7 +162,8 @@ def relearn_probe(rt: Runtime, sess: Session, k, progress=lambda *a, **k: None) 
             raise InputError("nothing forgotten yet in this session: press Forget first, then try to bring it back")
         sets = _probe_sets(sess.chain, rec, k)
         try:
-            return run_job(job, lambda: _relearn_both(rt, sess, rec, sets, job), progress, rt.settings.time_limit,
+            with turn(rt, sess, job, rt.estimate.seconds(2 * PROBE_STEPS), progress):
+                return run_job(job, lambda: _relearn_both(rt, sess, rec, sets, job), progress, rt.settings.time_limit,
                            f"relearn-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
             return None

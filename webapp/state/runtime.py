@@ -1,6 +1,7 @@
 """The process's singletons, made by :func:`create` (called by :func:`webapp.page.app.launch`), never at
 import: the one base model (loaded in a background thread while the page already serves), the result cache,
-UMAP's worker process (:mod:`webapp.state.umap_worker`), the session registry and the cost estimate."""
+UMAP's worker process (:mod:`webapp.state.umap_worker`), the session registry, the cost estimate and the
+visitors' turns (:mod:`webapp.state.turns`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 from nscvf.cache import Cache
 from nscvf.errors import NSCVFError
 from webapp.state.sessions import Registry
-from webapp.state.settings import OVERHEAD_S, SECONDS_PER_STEP, Settings, steps_max
+from webapp.state.settings import OVERHEAD_S, POLL_S, SECONDS_PER_STEP, Settings, steps_max
+from webapp.state.turns import Turns
 from webapp.state.umap_worker import UmapWorker
 
 log = logging.getLogger("nscvf.app")
+
 
 class NotReady(NSCVFError):
     """The model is still loading, or could not be loaded."""
@@ -121,6 +124,12 @@ class Runtime:
     warmup: UmapWorker  # UMAP, in a low-priority worker process
     sessions: Registry
     estimate: Estimate
+    turns: Turns = None  # fair turns between visitors' trainings (made from the settings when None)
+
+    def __post_init__(self):
+        if self.turns is None:
+            s = self.settings
+            self.turns = Turns(s.concurrency, s.long_concurrency, s.turn_s, POLL_S)
 
 
 _current: Runtime | None = None

@@ -2,7 +2,10 @@
 :class:`Registry` of sessions (bounded; never evicts a busy session).
 
 Every operation on a session runs inside ``session.exclusive(what)``: one at a time in code, whatever the
-Gradio queue's concurrency; a second one is refused with :class:`Busy` (a message for the page).
+Gradio queue's concurrency; a second one is refused with :class:`Busy` (a message for the page). The
+session's own evaluation (the accuracies computed after a Forget's answers are shown) never blocks a light
+action: ``exclusive(..., evaluation="cancel")`` (Undo, Reset) stops it first, ``evaluation="wait"`` (the
+next Forget or Teach) queues behind it and says so.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Job:
     total: int = 1
     started: float = field(default_factory=time.time)
     timed_out: bool = False
+    superseded_by: str | None = None  # cancelled by this operation of the same session (e.g. "undo")
     progress: object = None  # the caller's progress(fraction, desc=...) callback
 
     def __post_init__(self):
@@ -53,6 +57,7 @@ class Session:
     records: list = field(default_factory=list)  # one RequestRecord per request of the chain
     job: Job | None = None
     pending: int = 0  # Forget clicks of this session waiting in the queue
+    behind: int = 0  # operations waiting for this session's evaluation to end (Cancel drops them)
     cancel_pending: bool = False
     numbers_due: bool = False  # the last Forget succeeded and its accuracies are still to show
     closed: bool = False
@@ -62,9 +67,32 @@ class Session:
     tmp_dir: str | None = None  # the session's temporary folder (exports, imported images; webapp.service.timeline)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _behind_evaluation(self, what: str, policy: str, waiting, timeout: float) -> None:
+        """While this session's evaluation runs: cancel it (``policy`` "cancel") or not ("wait"), call
+        ``waiting()`` once and wait for it to end (at most ``timeout`` s; then :meth:`exclusive` refuses)."""
+        with self.lock:
+            job = self.job
+            if job is None or job.what != "evaluation":
+                return
+            if policy == "cancel":
+                job.superseded_by = what
+                job.cancel.set()
+            self.behind += 1
+        try:
+            if waiting is not None:
+                waiting()
+            job.done.wait(timeout)
+        finally:
+            with self.lock:
+                self.behind -= 1
+
     @contextmanager
-    def exclusive(self, what: str = "request"):
-        """Run one operation on this session: yields its :class:`Job`; raises :class:`Busy` while another runs."""
+    def exclusive(self, what: str = "request", evaluation: str | None = None, waiting=None, timeout: float = 900):
+        """Run one operation on this session: yields its :class:`Job`; raises :class:`Busy` while another runs.
+        ``evaluation``: while this session's own evaluation runs, "cancel" it or "wait" for it (``waiting()``
+        is called once, to show it) instead of refusing."""
+        if evaluation in ("cancel", "wait"):
+            self._behind_evaluation(what, evaluation, waiting, timeout)
         with self.lock:
             if self.job is not None:
                 raise Busy(f"a {self.job.what} is already running in this session; wait for it to finish or press Cancel")
@@ -117,11 +145,20 @@ class Session:
             dropped, self.cancel_pending = self.cancel_pending, False
             return not dropped
 
+    def dropped(self) -> bool:
+        """Cancel was pressed while this operation waited behind the session's evaluation (reset here)."""
+        with self.lock:
+            dropped, self.cancel_pending = self.cancel_pending, False
+            return dropped
+
     def cancel(self) -> str:
-        """Stop the running operation or drop the queued Forget: 'running', 'queued' or 'nothing'."""
+        """Stop the running operation (and drop what waits behind it) or drop the queued Forget: 'running',
+        'queued' or 'nothing'."""
         with self.lock:
             if self.job is not None:
                 self.job.cancel.set()
+                if self.behind:
+                    self.cancel_pending = True
                 return "running"
             if self.pending > 0:
                 self.cancel_pending = True

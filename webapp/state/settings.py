@@ -3,9 +3,11 @@
 Environment: ``NSCVF_MODEL`` (model folder or id; default the embedded model, read by
 :func:`nscvf.models.load_model`), ``NSCVF_DATA_DIR`` (``./data``), ``NSCVF_MAX_QUEUE`` (16),
 ``NSCVF_TIME_LIMIT`` (seconds per request, 600), ``NSCVF_MAX_FILES`` (32), ``NSCVF_MAX_FILE_MB`` (20),
-``NSCVF_MAX_SESSIONS`` (32), ``NSCVF_CONCURRENCY`` (1: Forget requests at once), ``NSCVF_LIGHT_CONCURRENCY`` (4:
-Ask, Undo, Reset, Evaluate and name inference at once, in their own lane: the engine holds the shared model
-per training step, so they wait at most a step behind another visitor's training).
+``NSCVF_MAX_SESSIONS`` (32), ``NSCVF_CONCURRENCY`` (1: short trainings at once, each estimated to fit a
+turn), ``NSCVF_TURN_S`` (60: a turn's seconds), ``NSCVF_MAX_STEPS`` (the Steps box's top; default what fits the time limit), ``NSCVF_LONG_CONCURRENCY`` (1: longer trainings at once, in
+their own lane: :mod:`webapp.state.turns`), ``NSCVF_LIGHT_CONCURRENCY`` (4: Ask, Undo, Reset, Evaluate and
+name inference at once, in their own lane: the engine holds the shared model per training step, so they
+wait at most a step behind another visitor's training).
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ class Settings:
     max_sessions: int = 32
     concurrency: int = 1
     light_concurrency: int = 4  # Ask, Undo, Reset, Evaluate, name inference: their own lane
+    turn_s: int = 60  # a training estimated longer than this is long: it runs in the long lane
+    long_concurrency: int = 1
+    max_steps: int = 0  # the Steps box's top; 0: what fits the time limit at the first guesses of a step's cost
+
+    @property
+    def steps_hi(self) -> int:
+        """The most Steps the form offers and accepts (the live estimate can only lower what is accepted:
+        :func:`webapp.service.form.check_time`), so that the box and the validation agree."""
+        return self.max_steps or steps_max(self.time_limit)
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -78,6 +89,9 @@ class Settings:
             max_sessions=_env_int(env, "NSCVF_MAX_SESSIONS", 32),
             concurrency=max(1, _env_int(env, "NSCVF_CONCURRENCY", 1)),
             light_concurrency=max(1, _env_int(env, "NSCVF_LIGHT_CONCURRENCY", 4)),
+            turn_s=max(1, _env_int(env, "NSCVF_TURN_S", 60)),
+            long_concurrency=max(1, _env_int(env, "NSCVF_LONG_CONCURRENCY", 1)),
+            max_steps=max(0, _env_int(env, "NSCVF_MAX_STEPS", 0)),
         )
 
 
