@@ -658,3 +658,34 @@ def test_another_visitors_forget_does_not_wait_behind_a_long_job(rt, files, no_e
         assert not any(d.startswith("waiting for a turn") for d in seen), seen
         assert took < 60, took
     assert res["out"].stopped == "cancelled"
+
+
+def test_on_zerogpu_the_jobs_are_decorated_before_launch(rt, monkeypatch):
+    """spaces registers the GPU functions and packs the CUDA weights when the page launches: on ZeroGPU the
+    model is loaded and every job decorated before that; elsewhere nothing happens at launch."""
+    from nscvf import zerogpu
+    from webapp.service import jobs
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, fn, duration=None):
+            self.seen.append((fn.__name__, duration(zerogpu.ChainState("", "", 2.0, 45.0), _Req())))
+            return fn
+
+    gpu = Recorder()
+    monkeypatch.setattr(jobs, "GPU", gpu)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert jobs.prepare_gpu(rt) is False and gpu.seen == []
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert jobs.prepare_gpu(rt) is True
+    assert sorted({name for name, _ in gpu.seen}) == sorted({f.__name__ for f in zerogpu.JOBS.values()})
+    assert all(isinstance(d, int) and d > 0 for _, d in gpu.seen), gpu.seen  # each with its duration callable
+
+
+class _Req:
+    """What each kind's duration reads of a request (steps, states, mode, images)."""
+
+    config = form_module.make_config(form([], [], steps=3))
+    steps, reference_images, states, mode = 3, None, ((None, None),), "quick"

@@ -18,6 +18,7 @@ import gradio as gr
 
 from webapp.page import ask, compare, forget, teach, timeline, upload
 from webapp.page.common import CSS, MONO_FONTS, THEME_FONTS, Page
+from webapp.service import jobs
 from webapp.state import runtime
 from webapp.state.runtime import Runtime
 from webapp.state.settings import Settings
@@ -120,6 +121,7 @@ def launch(**kwargs):
         css=CSS,
     )
     opts.update(kwargs)
+    jobs.prepare_gpu(runtime.current())  # ZeroGPU only: the model and the GPU functions before launch
     out = page.launch(prevent_thread_lock=True, **opts)
     runtime.current().model.start()
     runtime.current().warmup.start()  # UMAP's worker process, warming up at the lowest priority

@@ -29,6 +29,7 @@ from nscvf import zerogpu
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
 from nscvf.method.chain import UnlearningChain
+from nscvf.method.config import UnlearnConfig
 from nscvf.method.result import UnlearnResult
 from webapp.service.showcase import draw_figures
 from webapp.state.records import RequestRecord
@@ -47,6 +48,19 @@ def ensure_chain(rt: Runtime, sess: Session) -> UnlearningChain:
 
 
 GPU = None  # a stand-in of spaces.GPU (None: spaces.GPU when importable, a no-op off ZeroGPU)
+
+
+def prepare_gpu(rt: Runtime) -> bool:
+    """Before the page launches, on a ZeroGPU Space only: load the model (its weights must be on CUDA when
+    ``spaces`` packs them at launch) and decorate every job (``spaces`` reports its GPU functions at launch;
+    none decorated then, none is registered). Elsewhere nothing: the model loads in the background. Returns
+    whether it ran."""
+    if not zerogpu.on_zerogpu():
+        return False
+    zerogpu.register_base(rt.model.get())
+    for kind in zerogpu.JOBS:
+        zerogpu.gpu_job(kind, GPU)
+    return True
 
 
 def gpu_state(rt: Runtime, sess: Session, upto: int | None = None) -> zerogpu.ChainState:
@@ -79,14 +93,17 @@ def gpu_call(kind: str, state: zerogpu.ChainState, request, job: Job | None = No
 @contextmanager
 def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress):
     """This session's training in a fair turn between visitors (:mod:`webapp.state.turns`): while it waits,
-    the page says how many are ahead and when its turn comes; Cancel drops it. Yields the seconds waited."""
+    the page says how many are ahead and when its turn comes; Cancel drops it. Yields the seconds waited.
+    A turn is at least 1.5x a request at the default Steps, so an ordinary request is never long, however
+    slow this machine's estimate has become."""
 
     def waiting(place):
         lane = "long requests" if place.long else "requests"
         progress(0.0, desc=f"waiting for a turn: {place.ahead} of other visitors' {lane} ahead, your turn in about "
                            f"{place.eta_s:.0f} s")  # fmt: skip
 
-    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting) as waited:
+    ordinary = 1.5 * rt.estimate.seconds(UnlearnConfig().steps)
+    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting, turn_s=ordinary) as waited:
         if waited:
             log.info("%s waited %.1f s for a turn (%.0f s estimated)", sess.sid[:8], waited, seconds)
         yield waited

@@ -93,15 +93,17 @@ class Turns:
         first_waiting = next(t for t in lane if t.started is None)
         return running < self._capacity(ticket.long) and first_waiting is ticket
 
-    def join(self, sid: str, seconds: float) -> Ticket:
-        """Queue a job of ``seconds`` (estimated); :class:`Full` when it is long and the long lane is full."""
-        long = seconds > self.turn_s
+    def join(self, sid: str, seconds: float, turn_s: float | None = None) -> Ticket:
+        """Queue a job of ``seconds`` (estimated; long when over ``turn_s``, default the turn's seconds);
+        :class:`Full` when it is long and the long lane is full."""
+        turn_s = max(self.turn_s, turn_s or 0.0)
+        long = seconds > turn_s
         with self._lock:
             if long and len(self._lane(True)) >= 2 * self.long_slots:
                 running = [t for t in self._lane(True) if t.started is not None]
                 wait = min((max(0.0, t.seconds - (time.time() - t.started)) for t in running), default=0.0)
                 raise Full(
-                    f"this request would take about {seconds:.0f} s, longer than a turn of {self.turn_s:.0f} s, and "
+                    f"this request would take about {seconds:.0f} s, longer than a turn of {turn_s:.0f} s, and "
                     f"{len(self._lane(True))} long request(s) of other visitors run or wait already: lower Steps so that "
                     f"it fits a turn, or try again in about {wait:.0f} s"
                 )
@@ -133,9 +135,10 @@ class Turns:
                 self._lock.wait(self.poll_s)
 
     @contextmanager
-    def turn(self, sid: str, seconds: float, cancel: threading.Event | None = None, waiting=None):
-        """Run the body in a turn (see :meth:`wait`); yields the seconds waited. The turn ends with the body."""
-        ticket = self.join(sid, seconds)
+    def turn(self, sid: str, seconds: float, cancel: threading.Event | None = None, waiting=None,
+             turn_s: float | None = None):  # fmt: skip
+        """Run the body in a turn (see :meth:`wait`; ``turn_s``: :meth:`join`); yields the seconds waited."""
+        ticket = self.join(sid, seconds, turn_s)
         try:
             yield self.wait(ticket, cancel, waiting)
         finally:
