@@ -21,7 +21,7 @@ expect = pytest.importorskip("playwright.sync_api").expect
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = AppServer(tmp_path_factory.mktemp("browser_undo"))
+    s = AppServer(tmp_path_factory.mktemp("browser_undo"), timeout=180)  # a loaded machine starts slowly
     yield s
     s.stop()
 

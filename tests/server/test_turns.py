@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = AppServer(tmp_path_factory.mktemp("turns"))
+    s = AppServer(tmp_path_factory.mktemp("turns"), timeout=180)  # a loaded machine starts slowly
     yield s
     s.stop()
 

@@ -59,7 +59,7 @@ def second_visitors(url: str, long_steps: int = 300) -> dict:
         raise AssertionError("A never reached its optimisation steps")
     out: dict = {}
     tb = time.time()
-    job_b = b.submit(*forget_args(example_paths("mirel"), evaluation="none"), api_name="/forget")
+    job_b = b.submit(*forget_args(example_paths("fenna"), evaluation="none"), api_name="/forget")
     time.sleep(1.0)  # B first, then C
     tc = time.time()
     job_c = c.submit(*forget_args(example_paths("dravik"), evaluation="none"), api_name="/forget")
