@@ -74,6 +74,19 @@ def test_eta_of_a_waiting_job_counts_the_jobs_running_and_ahead():
     turns.leave(third)
 
 
+def test_eta_counts_the_job_running_beside_it():
+    """Beside another visitor's long job (the other lane) a short lane's jobs run about 1.5x slower."""
+    with running(500) as turns:
+        release, started = threading.Event(), threading.Event()
+        short = hold(turns, "b", 20, release, started)
+        assert started.wait(5)
+        waiting = turns.join("c", 10)
+        assert 29 <= turns.place(waiting).eta_s <= 30  # b's 20 s x 1.5
+        release.set()
+        short.join(5)
+        turns.leave(waiting)
+
+
 def test_third_long_job_is_refused_with_what_fits():
     with running(300) as turns:
         waiting = turns.join("b", 200)
