@@ -150,6 +150,7 @@ def rewind(rt: Runtime, sess: Session, reset: bool = False) -> RequestRecord | N
         chain = sess.chain
         if chain is None or len(chain) == 0:
             return False
+        sess.numbers_due = False  # the undone request's accuracies are not due any more
         if reset:
             chain.reset()
             sess.records.clear()
