@@ -109,7 +109,7 @@ def import_timeline(rt: Runtime, sess: Session, path) -> Imported:
     if not path:
         raise InputError("no file: upload a .zip downloaded with \u201cDownload this session's timeline\u201d")
     path = Path(path)
-    with sess.exclusive("timeline import"):
+    with sess.exclusive("timeline import", evaluation="cancel"):  # replaces the chain: its accuracies are moot
         chain = _load(rt, path)
         folder = session_dir(sess) / f"import-{time.time_ns()}"
         try:
