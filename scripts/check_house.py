@@ -46,7 +46,7 @@ LAYERS = {
 CHAIN = "nscvf.method.chain"  # the engine's entry: only webapp.service drives it in the app
 # nscvf's layers, bottom up: a module may import its own layer and those below, never one above.
 NSCVF_LAYERS = [
-    {"errors", "images", "cache", "world", "rates", "source"},  # the world and the plumbing under everything
+    {"errors", "images", "cache", "world", "concepts", "rates", "source"},  # the worlds and the plumbing under everything
     {"models"},  # model families behind one interface
     {"eval", "plots"},  # evaluation and plots of a model
     {"method"},  # the engine: one request, the chain
