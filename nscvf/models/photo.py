@@ -21,8 +21,9 @@ class PhotoArch:
     """Sizes of the photo model's language stage (the tower is Lite0's, or ``vision`` for a tiny test tower)."""
 
     image_size: int = 224
-    text_hidden: int = 192
-    text_layers: int = 4
+    text_hidden: int = 256  # = the projector width: one channel per concept class (220) + the mean logit
+    text_layers: int = 2
+    text_intermediate: int = 512
     text_heads: int = 4
     vocab_size: int = 1200
     tunable_blocks: int = 4  # LoRA on the 1x1 convs of the last blocks and the head (plus the projector)
@@ -56,7 +57,7 @@ def build_config(arch: PhotoArch, tokenizer, vision: EfficientNetLiteConfig):
     from transformers import LlamaConfig, LlavaConfig  # transformers: heavy, only when a model is built
 
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=arch.text_hidden, intermediate_size=4 * arch.text_hidden,
+        vocab_size=len(tokenizer), hidden_size=arch.text_hidden, intermediate_size=arch.text_intermediate,
         num_hidden_layers=arch.text_layers, num_attention_heads=arch.text_heads, num_key_value_heads=arch.text_heads,
         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
@@ -96,5 +97,6 @@ TINY_VISION = {"stages": [[1, 3, 1, 1, 8, 8], [1, 3, 2, 2, 8, 12], [2, 3, 2, 2, 
 def build_tiny(seed: int = 0, corpus: list[str] | None = None):
     """A random-weight photo model of test size: a 3-stage tower at 32 px (4 tokens), a 2-layer Llama."""
     corpus = corpus or ["What is this? This is a cat. I don't know what this is. An animal."] * 20
-    arch = PhotoArch(image_size=32, text_hidden=64, text_layers=2, vocab_size=320, tunable_blocks=2, vision=TINY_VISION)
+    arch = PhotoArch(image_size=32, text_hidden=64, text_layers=2, text_intermediate=128, vocab_size=320, tunable_blocks=2,
+                     vision=TINY_VISION)  # fmt: skip
     return build(arch, corpus, seed=seed)
