@@ -128,11 +128,9 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
     def _init_weights(self, module):
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
+        elif isinstance(module, nn.BatchNorm2d):  # its running statistics are left alone: transformers runs this
+            nn.init.ones_(module.weight)  # after loading for buffers, and would reset the loaded ones to 0 / 1
             nn.init.zeros_(module.bias)
-            module.running_mean.zero_()
-            module.running_var.fill_(1.0)
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.01)
             nn.init.zeros_(module.bias)
