@@ -42,7 +42,7 @@ class PhotoTrainConfig:
     """Budget and schedule of the photo model's language stage (defaults: the committed model)."""
 
     seed: int = 0
-    steps: int = 700
+    steps: int = 400
     batch: int = 32
     lr: float = 1e-3
     text_fraction: float = 0.3  # share of text-only fact questions in a batch
