@@ -14,12 +14,20 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 EMBEDDED_MODEL_DIR = ASSETS_DIR / "model"
+PHOTO_MODEL_DIR = ASSETS_DIR / "photo_model"
+# Short names of the embedded models (``--model photo``, ``NSCVF_MODEL=photo``): the drawn world and real photos.
+EMBEDDED_MODELS = {"world": EMBEDDED_MODEL_DIR, "photo": PHOTO_MODEL_DIR}
+
+
+def resolve_source(source: str) -> str:
+    """An embedded model's short name -> its folder; anything else (a path, a Hub id) as given."""
+    return str(EMBEDDED_MODELS[source]) if source in EMBEDDED_MODELS else source
 
 
 def default_source(env=None) -> str:
-    """``$NSCVF_MODEL``, or the embedded model's folder when it is unset or empty."""
+    """``$NSCVF_MODEL`` (a short name, a folder or a Hub id), or the embedded model's folder when it is unset or empty."""
     env = os.environ if env is None else env
-    return env.get("NSCVF_MODEL") or str(EMBEDDED_MODEL_DIR)
+    return resolve_source(env.get("NSCVF_MODEL") or str(EMBEDDED_MODEL_DIR))
 
 
 def is_local(source: str) -> bool:

@@ -46,11 +46,13 @@ LAYERS = {
 CHAIN = "nscvf.method.chain"  # the engine's entry: only webapp.service drives it in the app
 # nscvf's layers, bottom up: a module may import its own layer and those below, never one above.
 NSCVF_LAYERS = [
-    {"errors", "images", "cache", "world", "rates", "source"},  # the world and the plumbing under everything
+    # the worlds (drawn characters; the photo model's concepts and images) and the plumbing under everything
+    {"errors", "images", "cache", "world", "concepts", "photo_images", "photo_features", "rates", "source"},
     {"models"},  # model families behind one interface
     {"eval", "plots"},  # evaluation and plots of a model
     {"method"},  # the engine: one request, the chain
-    {"bench", "cli", "train_base", "zerogpu"},  # what runs the engine (zerogpu: one request per GPU call)
+    # what runs the engine (zerogpu: one request per GPU call); training the base models; the photo fidelity bench
+    {"bench", "cli", "train_base", "train_photo", "photo_fidelity", "zerogpu"},
 ]
 
 

@@ -78,6 +78,8 @@ def cmd_world_render(args) -> int:
 
 
 def cmd_train_base(args) -> int:
+    if args.photo:
+        return _train_photo(args)
     from nscvf.train_base import TrainBaseConfig, train_base  # torch: seconds to import, so only when training
 
     cfg = TrainBaseConfig()
@@ -92,6 +94,16 @@ def cmd_train_base(args) -> int:
         raise InputError("--unknown takes named characters (a distractor is unknown already)")
     report = train_base(args.out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(report["heldout"], indent=1))
+    return 0
+
+
+def _train_photo(args) -> int:
+    """``train-base --photo``: the photo model (nscvf.train_photo), from the pretrained encoder."""
+    from nscvf.train_photo import PhotoTrainConfig, train_photo  # torch: seconds to import, so only when training
+
+    cfg = PhotoTrainConfig(steps=20, eval_every=10) if args.quick else PhotoTrainConfig()
+    report = train_photo(args.out, cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps({k: report[k] for k in ("command", "parameters", "train_images", "wall_seconds")}, indent=1))
     return 0
 
 
@@ -189,7 +201,11 @@ def _print_result(r, is_world: bool) -> None:
 
 
 def _model_args(sp) -> None:
-    sp.add_argument("--model", default=None, help="HF id or folder (default: $NSCVF_MODEL or the embedded model)")
+    sp.add_argument(
+        "--model",
+        default=None,
+        help="world (the drawn characters), photo (real photos), an HF id or a folder (default: $NSCVF_MODEL or world)",
+    )
     sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sp.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
     sp.add_argument("--adapter", default=None, help="an unlearning result folder (from `nscvf forget`)")
@@ -215,6 +231,8 @@ def _everyday_parsers(sub) -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--quick", action="store_true", help="a tiny smoke-test budget")
     t.add_argument("--vision-from", default=None, help="reuse the vision tower of an earlier run (skips stage 1)")
+    t.add_argument("--photo", action="store_true", help="train the photo model (pretrained EfficientNet-Lite0 encoder; "
+                   'needs pip install -e ".[photo-build]")')  # fmt: skip
     t.add_argument(
         "--unknown",
         action="append",

@@ -22,6 +22,7 @@ from pathlib import Path
 from nscvf.cache import Cache, image_set_fingerprint
 from nscvf.errors import InputError
 from nscvf.images import ensure_images
+from nscvf.method import photo_domain  # noqa: F401  (registers the photo model's Domain)
 from nscvf.method.archive import ADAPTER_FILE, read_chain
 from nscvf.method.archive_schema import step_record
 from nscvf.method.config import UnlearnConfig

@@ -275,11 +275,20 @@ def showcase_seeds(base_vlm, chars, question: str) -> list[int]:
         return [_SEEDS.get((fp, c.key), candidates[0]) for c in chars]
 
 
+# A trained model's ``config.nscvf_world`` marker -> its Domain class (others register here: the photo model's
+# PhotoDomain, nscvf.method.photo_domain). "v1" is the drawn world.
+DOMAINS: dict[str, type] = {}
+
+
 def is_world_model(vlm) -> bool:
-    """True for the embedded model (or anything trained by ``nscvf train-base``)."""
-    return getattr(vlm.base.config, "nscvf_world", None) is not None
+    """True for the embedded drawn-world model (or anything trained by ``nscvf train-base`` without --photo)."""
+    marker = getattr(vlm.base.config, "nscvf_world", None)
+    return marker is not None and marker not in DOMAINS
 
 
 def domain_for(vlm) -> Domain:
-    """The domain of ``vlm``: the world for the embedded model, generic for any other."""
-    return WorldDomain() if is_world_model(vlm) else Domain()
+    """The domain of ``vlm``: the one its training marker names (the world, the photo model's), generic for any other."""
+    marker = getattr(vlm.base.config, "nscvf_world", None)
+    if marker in DOMAINS:
+        return DOMAINS[marker]()
+    return WorldDomain() if marker is not None else Domain()

@@ -1,6 +1,7 @@
 """Null-space constrained updates (NCU; METHOD.md "Null space", after Adam-NSCL and AlphaEdit).
 
-For every tuned Linear layer W (d_out x d_in) we gather its *inputs* x on the protected images (every
+For every tuned Linear layer W (d_out x d_in; a convolution's weight read as out x (in*k*k), its inputs as
+the receptive field of every output position) we gather its *inputs* x on the protected images (every
 visual token is one sample) into the uncentered covariance C = X^T X / N, eigen-decompose it, and keep
 the eigenvectors U0 that carry almost none of the energy. P = U0 U0^T projects onto the approximate
 null space of the protected inputs. With LoRA, delta W = B A; keeping every row of A inside that null
@@ -21,6 +22,29 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+
+
+def _conv(module: torch.nn.Module) -> torch.nn.Conv2d | None:
+    """The convolution a layer computes (itself, or the base layer under its LoRA), or None for a linear."""
+    base = getattr(module, "base_layer", module)
+    return base if isinstance(base, torch.nn.Conv2d) else None
+
+
+def layer_input_rows(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A layer's input as the rows its weight multiplies, (N, d_in): a linear's tokens; for a convolution
+    (B, C, H, W) every output position's receptive field, C*k*k values in the order of ``weight.reshape(out, -1)``
+    (a 1x1 convolution: every pixel's C channels). The null space of a convolution is a null space of those rows."""
+    conv = _conv(module)
+    if conv is None or x.dim() != 4:
+        return x.reshape(-1, x.shape[-1])
+    if conv.groups != 1:
+        raise ValueError("null space of a grouped (depthwise) convolution is not supported; tune its 1x1 convolutions")
+    if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid"):
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    if isinstance(conv.padding, str):
+        raise ValueError(f"null space of a convolution with padding={conv.padding!r} is not supported")
+    cols = torch.nn.functional.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # (B, C*k*k, L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
 class CovarianceCollector:
@@ -64,9 +88,9 @@ class CovarianceCollector:
         self._recent: list[tuple[weakref.ref, str]] = []
         self._handles = []
 
-    def _accumulate(self, name: str, x: torch.Tensor) -> None:
+    def _accumulate(self, name: str, x: torch.Tensor, rows: torch.Tensor) -> None:
         bd = self.batch_dtype or (torch.float64 if x.device.type == "cpu" else torch.float32)
-        x2 = x.detach().reshape(-1, x.shape[-1]).to(bd)
+        x2 = rows.detach().to(bd)
         s = (x2.T @ x2).to(self.dtype)
         if name in self.sums:
             self.sums[name] += s
@@ -83,9 +107,10 @@ class CovarianceCollector:
         return None
 
     def _hook(self, name):
-        def hook(_module, args, _output):
+        def hook(module, args, _output):
             x = args[0]
-            self._own_counts[name] = self._own_counts.get(name, 0) + x.numel() // max(1, x.shape[-1])
+            rows = layer_input_rows(module, x)
+            self._own_counts[name] = self._own_counts.get(name, 0) + rows.shape[0]
             lead = self.leader.get(name)
             seen = self._seen_by(x) if self.share_inputs else None
             if lead is None:  # first call: alias an earlier module of this forward that got the same tensor
@@ -94,7 +119,7 @@ class CovarianceCollector:
                 if lead != name:
                     return
             if lead == name:
-                self._accumulate(name, x)
+                self._accumulate(name, x, rows)
             elif seen != lead:
                 raise RuntimeError(
                     f"{name} shared its input with {lead} in an earlier forward but not in this one; "
@@ -262,17 +287,19 @@ def project_lora_A(layers: dict[str, torch.nn.Module], spaces: dict[str, LayerNu
         space = spaces.get(name)
         if space is None:
             continue
-        A = layer.lora_A[adapter_name].weight  # (r, d_in)
-        A.copy_(space.project(A))
+        A = layer.lora_A[adapter_name].weight  # (r, d_in), or (r, in, k, k) for a convolution: rows of in*k*k
+        A.copy_(space.project(A.reshape(A.shape[0], -1)).reshape(A.shape))
 
 
 @torch.no_grad()
 def delta_ratio(layer, adapter_name: str, x: torch.Tensor) -> float:
-    """||delta W x|| / ||W x|| over the rows of x: the property the constraint must give (METHOD.md step 5)."""
+    """||delta W x|| / ||W x|| over the rows of x (:func:`layer_input_rows` for a convolution): the property the
+    constraint must give (METHOD.md step 5)."""
     A = layer.lora_A[adapter_name].weight.float()
     B = layer.lora_B[adapter_name].weight.float()
     scale = layer.scaling[adapter_name]
     W = layer.base_layer.weight.float()
+    A, B, W = A.reshape(A.shape[0], -1), B.reshape(B.shape[0], -1), W.reshape(W.shape[0], -1)  # a conv: out x (in*k*k)
     x = x.float()
     dx = (x @ A.T @ B.T) * scale
     wx = x @ W.T

@@ -12,12 +12,13 @@ import torch
 
 from nscvf.errors import ModelLoadError
 from nscvf.models import (
+    efficientnet,  # noqa: F401  (registers the photo model's tower with AutoConfig/AutoModel)
     llava,  # noqa: F401  (registers the family)
     qwen2vl,  # noqa: F401
 )
 from nscvf.models.base import VisionLanguageModel
 from nscvf.models.registry import FAMILIES
-from nscvf.source import default_source
+from nscvf.source import default_source, resolve_source
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "default_source", "load_model", "wrap_model"]
 
@@ -59,7 +60,7 @@ def load_model(
     with ``UnlearningChain.load(vlm, folder)`` (its ``.vlm`` is the model in that state)."""
     from transformers import AutoConfig, AutoModelForImageTextToText  # transformers: model classes, only when one loads
 
-    source = source or default_source()
+    source = resolve_source(source) if source else default_source()
     local = Path(source).expanduser()
     if local.exists() and not (local / "config.json").exists():
         raise ModelLoadError(f"{source}: folder has no config.json; point at a saved model folder")

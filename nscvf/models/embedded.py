@@ -46,8 +46,8 @@ class EmbeddedArch:
     vocab_size: int = 640
 
 
-def train_tokenizer(vocab_size: int) -> Tokenizer:
-    """A byte-level BPE over the world's questions and answers (and chat-format words)."""
+def train_tokenizer(vocab_size: int, corpus: list[str] | None = None) -> Tokenizer:
+    """A byte-level BPE over ``corpus`` (default: the world's questions and answers) and chat-format words."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -58,8 +58,11 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
         min_frequency=1,
         show_progress=False,
     )
-    corpus = world.all_template_texts() + ["USER: ASSISTANT:"] * 50
-    corpus += [" ".join(world.TOWNS + world.JOBS + world.FOODS + world.NAMES)] * 5
+    if corpus is None:  # the world's order, kept: the merges (and the tiny test models' tokens) depend on it
+        corpus = world.all_template_texts() + ["USER: ASSISTANT:"] * 50
+        corpus += [" ".join(world.TOWNS + world.JOBS + world.FOODS + world.NAMES)] * 5
+    else:
+        corpus = list(corpus) + ["USER: ASSISTANT:"] * 50
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]

@@ -36,6 +36,9 @@ class LlavaModel(VisionLanguageModel):
         """The tower and projector linears that can change the projected features. LLaVA reads the tower's
         hidden state at ``vision_feature_layer`` (-2 in LLaVA-1.5), so encoder layers after it, and a pooling
         head (SigLIP's ``head``), never reach the LLM: LoRA there would train nothing and get no gradient."""
+        tower_names = getattr(self.vision_tower(), "tunable_module_names", None)
+        if tower_names is not None:  # a convolutional tower names its own targets (the photo model's last 1x1 convs)
+            return self._tower_targets(tower_names())
         cfg = self.base.config
         layers = cfg.vision_feature_layer
         layers = [layers] if isinstance(layers, int) else list(layers)
@@ -52,3 +55,8 @@ class LlavaModel(VisionLanguageModel):
             return bool(re.search(r"(?:^|\.)head\.", rel)) or (layer is not None and int(layer.group(1)) >= first_unused)
 
         return [name for name in super().visual_linear_names() if not unused(name)]
+
+    def _tower_targets(self, tower_names: list[str]) -> list[str]:
+        """The tower's own LoRA targets (its full names in ``base``) and the projector's linears."""
+        tower, projector = self.visual_modules()
+        return [f"{tower}.{n}" for n in tower_names] + self._linear_names({projector: self.projector()})

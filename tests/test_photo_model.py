@@ -1,0 +1,146 @@
+"""The photo model's tower (issue 17) on tiny random weights: it loads as a real LLaVA, trains with peft LoRA
+on its 1x1 convolutions only, and the null space holds on those convolutions."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nscvf.method.config import UnlearnConfig
+from nscvf.method.lora import lora_config
+from nscvf.method.nullspace import (
+    CovarianceCollector,
+    delta_ratio,
+    layer_input_rows,
+    lora_layers,
+    null_spaces,
+    project_lora_A,
+)
+from nscvf.models import load_model, wrap_model
+from nscvf.models.efficientnet import EfficientNetLiteConfig, EfficientNetLiteVisionModel, convert_package_weights
+from nscvf.models.photo import build_tiny
+
+
+def _images(n, seed=0, size=(40, 48)):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray((rng.random((*size, 3)) * 255).astype("uint8")) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_photo():
+    model, processor = build_tiny(seed=0)
+    return wrap_model(model, processor)
+
+
+def test_tower_gives_tokens_of_its_feature_map(tiny_photo):
+    tokens, pooled = tiny_photo.image_features(_images(2))
+    cfg = tiny_photo.base.config
+    assert cfg.vision_feature_select_strategy == "full"
+    side = 32 // cfg.vision_config.patch_size
+    assert tokens[0].shape == (side * side, cfg.text_config.hidden_size)
+    assert pooled.shape == (2, cfg.text_config.hidden_size)
+    out = tiny_photo.vision_tower()(torch.zeros(1, 3, 32, 32))
+    assert out.hidden_states[-1].shape == (1, side * side, cfg.vision_config.hidden_size)
+
+
+def test_round_trip_through_save_and_from_pretrained(tiny_photo, tmp_path):
+    torch.manual_seed(5)
+    for m in tiny_photo.vision_tower().modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # trained statistics (buffers) must load too, not be re-initialised
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    tiny_photo.base.save_pretrained(tmp_path)
+    tiny_photo.processor.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert type(loaded.vision_tower()).__name__ == "EfficientNetLiteVisionModel"
+    a, b = tiny_photo.base.state_dict(), loaded.base.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    ims = _images(3, seed=1)
+    assert torch.equal(tiny_photo.image_features(ims)[1], loaded.image_features(ims)[1])
+    q = ["What is this?"] * 3
+    assert tiny_photo.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
+
+
+def test_lora_on_the_last_1x1_convs_and_projector_gets_the_only_gradients():
+    from peft import get_peft_model
+
+    model, processor = build_tiny(seed=1)
+    vlm = wrap_model(model, processor)
+    targets = vlm.visual_linear_names()
+    convs = [t for t in targets if "vision_tower" in t]
+    assert convs and all(isinstance(vlm.base.get_submodule(t), torch.nn.Conv2d) for t in convs)
+    assert all(vlm.base.get_submodule(t).kernel_size == (1, 1) for t in convs)
+    assert any("multi_modal_projector" in t for t in targets)
+    peft_model = get_peft_model(model, lora_config(vlm, UnlearnConfig()))
+    for n, p in peft_model.named_parameters():
+        if "lora_B" in n:  # B starts at zero: give it values so that A's gradient is not zero too
+            p.data.normal_(0, 0.1)
+    batch = vlm.encode([vlm.prompt("What is this?", True) + " This is a cat."], _images(1), "right")
+    peft_model(**batch, labels=batch["input_ids"]).loss.backward()
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    grads = {n: p.grad for n, p in peft_model.named_parameters() if p.grad is not None}
+    assert set(grads) == trainable
+    assert all(g.abs().sum() > 0 for g in grads.values())
+    assert any("vision_tower" in n for n in grads)
+
+
+def test_conv_rows_are_what_the_weight_multiplies():
+    conv = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False)
+    x = torch.randn(2, 3, 9, 9)
+    rows = layer_input_rows(conv, x)
+    expect = conv(x).permute(0, 2, 3, 1).reshape(-1, 5)
+    assert torch.allclose(rows @ conv.weight.reshape(5, -1).T, expect, atol=1e-5)
+    one = torch.nn.Conv2d(3, 4, 1, bias=False)
+    assert torch.allclose(layer_input_rows(one, x) @ one.weight.reshape(4, -1).T, one(x).permute(0, 2, 3, 1).reshape(-1, 4))
+
+
+def test_null_space_holds_on_the_conv_layers():
+    """||delta W x|| / ||W x|| ~ 0 on protected inputs for every LoRA conv and linear once A is projected
+    (METHOD.md null space, step 5), while other inputs still move."""
+    from peft import get_peft_model
+
+    model, processor = build_tiny(seed=2)
+    vlm = wrap_model(model, processor)
+    peft_model = get_peft_model(model, lora_config(vlm, UnlearnConfig()))
+    layers = lora_layers(peft_model, "default")
+    assert any(isinstance(m.base_layer, torch.nn.Conv2d) for m in layers.values())
+    protected = vlm.image_inputs(_images(1, seed=3, size=(32, 32)))  # one image: 16 or fewer rows per layer
+    with torch.no_grad(), CovarianceCollector(layers) as col:
+        vlm.project_images(protected)
+    spaces = null_spaces(col.covariances(), relative_threshold=1e-10)  # the exact null space of few rows
+    torch.manual_seed(0)
+    for m in layers.values():
+        m.lora_A["default"].weight.data.normal_()
+        m.lora_B["default"].weight.data.normal_()
+    project_lora_A(layers, spaces, "default")
+    seen: dict[str, list] = {}
+    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: seen.setdefault(n, []).append(layer_input_rows(mod, a[0])))
+             for n, m in layers.items()]  # fmt: skip
+    with torch.no_grad(), peft_model.disable_adapter():
+        vlm.project_images(protected)
+        vlm.project_images(vlm.image_inputs(_images(3, seed=9, size=(32, 32))))
+    for h in hooks:
+        h.remove()
+    convs = [n for n, m in layers.items() if isinstance(m.base_layer, torch.nn.Conv2d) and spaces[n].kept_rank > 0]
+    assert len(convs) >= 2  # the wider 1x1 convs have more input channels than one image has positions
+    for n in convs:
+        mine, other = seen[n]
+        assert delta_ratio(layers[n], "default", mine) < 1e-3, n
+        assert delta_ratio(layers[n], "default", other) > 1e-2, n
+
+
+def test_tower_matches_the_package_on_its_weights():
+    """Our module computes what efficientnet-lite-pytorch's does (random weights; the package is the build extra)."""
+    pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    torch.manual_seed(0)
+    ref = pkg.EfficientNet.from_name("efficientnet-lite0", image_size=64).eval()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ours = EfficientNetLiteVisionModel(EfficientNetLiteConfig(image_size=64)).eval()
+    ours.load_state_dict(convert_package_weights(ref.state_dict()))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ref(x), ours.class_logits(ours(x).hidden_states[-1]), atol=1e-4)
