@@ -134,7 +134,8 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
         try:
             ev = run_job(job, lambda: evaluate_states(chain, rec.target, mode, job), progress, rt.settings.time_limit,
                          f"numbers-{sess.sid[:8]}")  # fmt: skip
-        except Cancelled:
+        except Cancelled:  # the page says so: no "evaluating..." left behind (issue 19 item 9)
+            rec = sess.records[-1] = rec.replace(evaluation="cancelled")
             return NumbersOutcome(rec, cancelled=True)
         rec = sess.records[-1] = rec.replace(evals=ev)
         if rec.key is not None:  # a repeat (also after a restart) shows the numbers at once

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nscvf.bench.evidence import RELEARN_STEPS, gold_relearn_steps
 from nscvf.errors import Cancelled, InputError
 from nscvf.images import load_image
 from nscvf.method.domain import RelearnSets
@@ -135,7 +136,11 @@ def _relearn_both(chain, rec: RequestRecord, sets: RelearnSets, job: Job) -> Rel
     mine = relearn(chain.vlm, sets.train, name, sets.held, PROBE_STEPS, progress=cb("this model"), cancel=job.cancel)
     ref = relearn(chain.base_vlm, sets.ref_train, name, sets.ref_held, PROBE_STEPS, progress=cb("reference"),
                   cancel=job.cancel)  # fmt: skip
-    return RelearnProbe(name, len(sets.train), PROBE_STEPS, mine, ref, len(sets.held), sets.reference)
+    gold = gold_relearn_steps(name)  # the benchmark's yardstick: a model that never learned the target
+    at = (gold or {}).get(str(len(sets.train)), "none") if gold else "none"
+    limit = RELEARN_STEPS if at != "none" else None
+    steps = None if limit is None else (RELEARN_STEPS + 1 if at is None else at)
+    return RelearnProbe(name, len(sets.train), PROBE_STEPS, mine, ref, len(sets.held), sets.reference, steps, limit)
 
 
 def last_forgotten(sess: Session) -> RequestRecord | None:
