@@ -62,6 +62,7 @@ def test_cli_teach_then_forget_from_it(tmp_path, capsys, embedded):
     --images ... --continue-from taught` (which failed at "evaluating (before)": unknown character)."""
     from support.photos import save_mug_jpegs
 
+    (tmp_path / "mugs").mkdir()
     photos = save_mug_jpegs(tmp_path / "mugs")
     taught, forgot = tmp_path / "taught", tmp_path / "forgot"
     assert main(["teach", "--images", *photos, "--name", "Whiskers", "--out", str(taught)]) == 0

@@ -68,10 +68,13 @@ def identification(answers: list[str], given: str | None = None, world: bool = T
         ident.warnings.append("the model does not recognise these images (it names nobody): there is nothing to forget")
     elif len(counts) > 1:
         listed = ", ".join(f"{k} ({v} of {n})" for k, v in counts.most_common())
-        ident.warnings.append(f"these images show more than one character: {listed}; forgetting would forget them all")
+        top_share = counts.most_common(2)[1][1]
+        what = ("Forget refuses a mix like this: keep only one character's images" if top_share >= max(2, MIX_SHARE * n)
+                else "the images named otherwise are forgotten too")  # fmt: skip
+        ident.warnings.append(f"these images show more than one character: {listed}; {what}")
     if given and counts and given not in counts:
         said = inferred or ", ".join(counts)
-        ident.warnings.append(f"the name {given} disagrees with the images: the model calls them {said}")
+        ident.warnings.append(f"the name {given} disagrees with the images: the model calls them {said} (Forget refuses it)")
     elif counts and unknown:
         ident.warnings.append(f'{unknown} of {n} images are already answered "I don\'t know"')
     return ident
@@ -314,7 +317,9 @@ def retain_items(eval_before: dict | None, eval_after: dict | None) -> int:
 def retained_changes(retained) -> list[str]:
     """The retained answers shown before/after (the app's Retained table: [label, question, before, after,
     ...] rows) that changed, named."""
-    return [f"{row[0]} now answers {row[3]!r} (was {row[2]!r})" for row in retained or () if row[2] != row[3]]
+    changed = [f"{row[0]} now answers {row[3]!r} (was {row[2]!r})" for row in retained or () if row[2] != row[3]]
+    more = [f"{len(changed) - 3} more retained answers changed"] if len(changed) > 4 else []
+    return changed[:3] + more if more else changed
 
 
 def collateral(result: dict, retained=None) -> list[str]:

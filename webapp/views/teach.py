@@ -122,7 +122,10 @@ def relearn_figure(probe: RelearnProbe):
     import plotly.graph_objects as go  # plotly is heavy (~1 s): imported when a figure is drawn
 
     fig = go.Figure()
-    for run, label, colour in ((probe.chain, "this session's model", "#d62728"), (probe.reference, "reference", "#1f77b4")):
+    for run, label, colour in (
+        (probe.chain, "this session's model", "#d62728"),
+        (probe.reference, "weaker reference (new name)", "#1f77b4"),
+    ):
         curve = run["curve"]
         fig.add_trace(go.Scatter(x=list(range(len(curve))), y=[100 * v for v in curve], mode="lines+markers",
                                  name=label, line={"color": colour}))  # fmt: skip
