@@ -568,3 +568,13 @@ def test_compare_methods_runs_the_same_request_and_leaves_the_chain(rt, files):
     with pytest.raises(InputError, match="unknown method"):
         compare.compare_methods(rt, sess, "nope")
     rt.sessions.free("ab")
+
+
+def test_cancelled_accuracies_leave_no_evaluating_behind():
+    """Issue 19 item 9: after Cancel during the accuracies the page said "Accuracies ... follow" and "evaluating…"."""
+    rec = world_record(["This is Mirel."] * 8, [IDK] * 8, "Mirel").replace(evaluation="cancelled", evaluable=True)
+    status = views.forget_status(rec, 1)
+    assert "follow" not in status and "Accuracies cancelled" in status and "press **Evaluate**" in status
+    rows = views.number_rows(rec)
+    assert rows[0] == ["accuracies", "cancelled", "(press Evaluate to measure them)"]
+    assert not any("evaluating" in str(c) for r in rows for c in r)

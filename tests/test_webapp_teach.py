@@ -89,7 +89,12 @@ def test_teach_makes_a_taught_record_and_fills_the_forget_form(taught, photos):
     assert "taught" in page.status and "press **Forget**" in page.status
     assert "Text-only answers" in page.text_note and page.forget_table.shape[0] == 8
     assert rec.figures["before"] and "forget" in rec.result.embeddings["groups"]
-    assert views.history_rows(sess.records)[0][2] == "taught"
+    # Other photographs are measured too (issue 19): a held-out view of a bundled photo given the name (the
+    # coffee cup beside a taught mug, say) is damage the status names, and History marks.
+    what = views.history_rows(sess.records)[0][2]
+    assert what in ("taught", "taught, damage"), what
+    if what == "taught, damage":
+        assert "⚠" in page.status and ("other photographs" in page.status or "taught facts" in page.status), page.status
     numbers = views.number_rows(rec)
     assert numbers[0][0].startswith("taught name on held-out views")
     assert "other photographs alone" in page.status  # "others" include photos, not only drawn characters
