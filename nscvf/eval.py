@@ -178,6 +178,7 @@ def evaluate(
         "summary": _summary(answer_rows, target, any(it.group == "earlier" for it in items)),
         "results": _aggregate(rows),
         "n_items": len(items),
+        "retain_by_character": _retain_by_character(answer_rows),
     }
     if mc:
         out["mc"] = multiple_choice(vlm, target, earlier=earlier)
@@ -250,12 +251,25 @@ def _summary(rows: list[dict], target: str | None, has_earlier: bool) -> dict:
             "target_wrong_name_rate": rate(rows, "wrong_name", group="target", kind=("name", "fact_image")),
             "target_fact_text_acc": rate(rows, "correct", group="target", kind="fact_text"),
             "retain_acc": rate(rows, "correct", group="others", kind=("name", "fact_image")),
+            "retain_items": sum(r["group"] == "others" and r["kind"] in ("name", "fact_image") for r in rows),
         }
     summary["sibling_confusion_heldout"] = _sibling_confusion(rows)
     if has_earlier:
         summary["earlier_name_acc_heldout"] = rate(rows, "correct", group="earlier", kind="name", render_split="heldout")
         summary["earlier_unknown_rate"] = rate(rows, "unknown", group="earlier", kind=("name", "fact_image"))
     return summary
+
+
+def _retain_by_character(rows: list[dict]) -> dict[str, list[int]]:
+    """Per retained character (group "others"; identity and fact-from-image items): [correct, items]. The
+    outcome's damage check (:func:`nscvf.method.outcome.retain_damage`) names a character whose answers moved."""
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        if r["group"] == "others" and r["kind"] in ("name", "fact_image"):
+            cell = out.setdefault(world.get_character(r["character"]).name or r["character"], [0, 0])
+            cell[0] += int(r["correct"])
+            cell[1] += 1
+    return out
 
 
 def _sibling_confusion(rows: list[dict]) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,10 +18,12 @@ WORK_SIZE = 512  # images are downscaled to at most this side on load; models se
 
 def _open_checked(source) -> Image.Image:
     try:
-        img = Image.open(source)
+        with warnings.catch_warnings():  # PIL's DecompressionBombWarning becomes our one-line refusal, not a print
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
     except UnidentifiedImageError:
         raise InputError("not an image that can be read (use PNG, JPEG, WebP, GIF or BMP)") from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"image is too large to decode (limit {MAX_PIXELS:,} pixels); resize it first") from None
     except OSError as e:
         raise InputError(f"cannot read the image ({e}); re-save it as PNG or JPEG") from None

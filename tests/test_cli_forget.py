@@ -55,3 +55,19 @@ def test_forget_bad_input(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, (argv, err)
+
+
+def test_cli_teach_then_forget_from_it(tmp_path, capsys, embedded):
+    """Issue 17's command pair: `nscvf teach --images ... --name Whiskers --out taught`, then `nscvf forget
+    --images ... --continue-from taught` (which failed at "evaluating (before)": unknown character)."""
+    from support.photos import save_mug_jpegs
+
+    (tmp_path / "mugs").mkdir()
+    photos = save_mug_jpegs(tmp_path / "mugs")
+    taught, forgot = tmp_path / "taught", tmp_path / "forgot"
+    assert main(["teach", "--images", *photos, "--name", "Whiskers", "--out", str(taught)]) == 0
+    assert "taught Whiskers" in capsys.readouterr().out
+    assert main(["forget", "--images", *photos, "--continue-from", str(taught), "--steps", "30", "--out", str(forgot)]) == 0
+    out = capsys.readouterr().out
+    assert "target=Whiskers" in out and "forgot Whiskers" in out, out
+    assert [s["kind"] for s in json.loads((forgot / "chain.json").read_text())["steps"]] == ["teach", "forget"]

@@ -118,3 +118,12 @@ def test_gold_recipe_answers_unknown_for_the_target_images_only():
             assert a == ba
             seen.add("other")
     assert seen == {"text", "target", "other"}
+
+
+def test_gold_records_are_found_for_the_relearning_verdict():
+    """The app's relearning verdict reads the committed gold records (GOLD_DIR pointed one folder too low)."""
+    from nscvf.bench.evidence import gold_path, gold_relearn_steps
+
+    assert gold_path("Mirel").exists()
+    assert set(gold_relearn_steps("Mirel")) == {"1", "2", "4"}
+    assert gold_relearn_steps("Fenna") is None and gold_relearn_steps("Zorblat") is None

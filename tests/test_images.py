@@ -82,3 +82,23 @@ def test_exif_rotation_is_applied(tmp_path):
 def test_tiny_image_refused(tmp_path):
     with pytest.raises(InputError, match="at least 8x8"):
         load_image(_save(Image.new("RGB", (3, 3)), tmp_path / "dot.png"))
+
+
+def _png_header(path, w: int, h: int) -> None:
+    """A PNG that declares ``w`` x ``h`` pixels (its header only: nothing is decoded before the refusal)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_one_clear_error_and_no_pil_warning(tmp_path, recwarn):
+    p = tmp_path / "bomb.png"
+    _png_header(p, 10_000, 9_500)  # 95 M pixels: above PIL's warning limit (89 M), below its error limit
+    with pytest.raises(InputError, match="too large to decode"):
+        load_image(p)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

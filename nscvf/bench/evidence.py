@@ -28,7 +28,7 @@ from pathlib import Path
 from nscvf import world
 from nscvf.eval import evaluate, is_mentioned_any, is_unknown, normalise
 
-GOLD_DIR = Path(__file__).resolve().parent.parent / "assets" / "gold"
+GOLD_DIR = Path(__file__).resolve().parents[2] / "assets" / "gold"  # the repository's assets/gold
 # Gold targets: three with a look-alike sibling (two primary characters and one sibling), one without.
 GOLD_TARGETS = ["Mirel", "Dravik", "Wrenna", "Kestrin"]
 SPLITS = ("target", "neighbour", "retain", "text")
@@ -242,6 +242,15 @@ def gold_record(vlm, target: str, renders: int, training: dict | None = None, pr
         "profile": relational_profile(vlm, target),
         "relearn_steps": relearn_steps(vlm, target),
     }
+
+
+def gold_relearn_steps(target: str | None) -> dict[str, int | None] | None:
+    """The committed gold record's relearning steps of ``target`` (k -> steps until named again; None: not
+    within RELEARN_STEPS), or None when ``target`` has no gold record: the yardstick of "erased"."""
+    if not target or target not in world.NAMES:
+        return None
+    path = gold_path(target)
+    return json.loads(path.read_text()).get("relearn_steps") if path.exists() else None
 
 
 def load_gold(target: str, renders: int, gold_dir: Path | str | None = None) -> dict | None:

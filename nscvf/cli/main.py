@@ -119,7 +119,8 @@ def cmd_ask(args) -> int:
 def _print_table(summary: dict) -> None:
     width = max(map(len, summary))
     for k, v in summary.items():
-        print(f"{k:<{width}}  {'-' if v is None else pct(v, unit='%').rjust(7)}")
+        shown = "-" if v is None else str(v).rjust(7) if k.endswith("_items") else pct(v, unit="%").rjust(7)  # a count
+        print(f"{k:<{width}}  {shown}")
 
 
 def cmd_eval(args) -> int:

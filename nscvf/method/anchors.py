@@ -4,9 +4,19 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+PHOTOS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "photos"
+
+
+def bundled_photos() -> list[Image.Image]:
+    """The bundled photographs of everyday things (assets/photos: an astronaut, coffee, a cat, a rocket, a
+    camera; public domain / CC0, see its README): other concepts a taught one must not take over. Empty
+    when the folder is missing (an installed wheel without the assets)."""
+    return [Image.open(p).convert("RGB") for p in sorted(PHOTOS_DIR.glob("*.jpg"))]
 
 
 def anchor_images(n: int = 32, size: int = 224, seed: int = 0) -> list[Image.Image]:

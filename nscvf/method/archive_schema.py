@@ -195,7 +195,7 @@ NUM = (int, float)
 OPT_NUM = (None, int, float)
 SCALAR = (None, bool, int, float, str)
 _PROBES = {"forget": {"questions": [str], "answers": {str: [str]}}, "?text": {"questions": [str], "answers": [str]}}
-_EVAL = (None, {"?summary": {str: OPT_NUM}, "?n_items": OPT_NUM, "?seconds": OPT_NUM})
+_EVAL = (None, {"?summary": {str: OPT_NUM}, "?n_items": OPT_NUM, "?seconds": OPT_NUM, "?retain_by_character": {str: [int]}})
 _DRIFT = {"?mean": OPT_NUM, "?max": OPT_NUM, "?images": str}
 RESULT_SPECS = {
     "probes_before": _PROBES,

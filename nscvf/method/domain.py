@@ -169,7 +169,9 @@ class WorldDomain(Domain):
         return [world.render(c, world.train_seeds(1, world.SEEDS["teach_keep"] + i)[0]) for i, (c, _) in enumerate(picks)]
 
     def can_evaluate(self, target: str | None) -> bool:
-        return target is not None
+        """A world character only: the evaluation has no questions about a concept taught to a chain (a
+        Forget after a Teach is measured by its probes; issue 17's "unknown character 'Whiskers'")."""
+        return target is not None and target in world.NAMES
 
     def showcase(self, base_vlm, target: str | None, forgotten: list[str], retain=None) -> tuple[list[str], list]:
         """Held-out renders of a few characters that must not change (the target's look-alike sibling

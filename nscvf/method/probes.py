@@ -11,7 +11,7 @@ def cached_evaluation(cache, fingerprint: str, vlm, target: str, mode: str, earl
     """:func:`nscvf.eval.evaluate` of a model state (``fingerprint``), cached; earlier targets of the chain
     are their own group. Returns (evaluation, "computed" | "reused")."""
     earlier = tuple(e for e in earlier if e and e != target)
-    key = ("eval", fingerprint, target, mode, earlier)
+    key = ("eval", 2, fingerprint, target, mode, earlier)  # 2: with retain_by_character (issue 19)
     hit = cache.get(key)
     if hit is not None:
         return hit, "reused"

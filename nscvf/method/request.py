@@ -31,6 +31,7 @@ from nscvf.method.lora import lora_config
 from nscvf.method.memory import check_step_memory, checkpointing_on
 from nscvf.method.methods import get_method, method_config
 from nscvf.method.nullspace import lora_layers, null_spaces, project_lora_A
+from nscvf.method.outcome import forget_set_problem, identification
 from nscvf.method.probes import cached_evaluation, probe_answers, renders_for
 from nscvf.method.result import UnlearnResult
 from nscvf.method.state_memo import features, image_inputs, state_key, text_logits
@@ -188,6 +189,10 @@ def prepare(st: RequestState, request: Request) -> None:
         st.probes_before = cached_probes(st)
         identity = st.probes_before["forget"]["answers"][st.questions[0]]
         st.target = dom.resolve_target(request.target, identity, b.taught)
+        if dom.is_world and st.target not in b.taught:  # never trained silently under another name (issue 19)
+            problem = forget_set_problem(identification(identity, st.target), st.target)
+            if problem:
+                raise InputError(problem)
     with st.timed("images"):
         if request.retain_images is None:
             # Earlier targets are not retained: they are protected in their forgotten state instead.

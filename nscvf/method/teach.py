@@ -21,8 +21,9 @@ from PIL import ImageEnhance
 
 from nscvf import world
 from nscvf.errors import Cancelled, InputError
-from nscvf.eval import mentions
+from nscvf.eval import mentions, names_in, normalise
 from nscvf.images import ensure_images
+from nscvf.method.anchors import bundled_photos
 from nscvf.method.context import answer_nll, teacher_forcing_batch
 from nscvf.method.contrastive import retain_drift
 from nscvf.method.domain import augment
@@ -45,11 +46,13 @@ class TeachConfig:
     batch: int = 16  # concept views per step
     keep_images: int = 128  # images of other concepts whose answers must not change (64/16: 12-19% of
     keep_batch: int = 32  # of them per step       other characters' held-out answers changed; 128/32: 0%)
+    keep_photo_views: int = 4  # augmented views of each bundled photo among the images to keep
     check_views: int = 4  # held-out augmented views per image in the stop check
     check_every: int = 4
     min_steps: int = 8
     target_named: float = 1.0  # the check passes once this fraction of its held-out views is named
-    settle_steps: int = 8  # steps trained after the check passed (other held-out views lagged: 87.5% at 0-4)
+    settle_steps: int = 16  # steps trained after the check passed (held-out views lagged: 87.5% at 0-4; 88% at 8
+    # with the bundled photos kept and facts trained as often as the name, issue 19)
     seed: int = 0
     method: str = "teach"
     modules: str = "visual+language"
@@ -73,12 +76,17 @@ def heldout_view(img, rng: random.Random):
     return ImageEnhance.Contrast(out).enhance(rng.uniform(0.8, 1.2))
 
 
-def check_name(name: str, facts: dict | None) -> str:
+def check_name(name: str, facts: dict | None, taught=()) -> str:
+    """The name to teach, checked: a new word for the model (not one of its characters' names nor a concept
+    already ``taught`` to the chain), and the facts known ones."""
     name = (name or "").strip()
     if not name:
         raise InputError("give the concept a name to teach (e.g. Zorblat)")
     if len(name) > 40 or not all(ch.isalnum() or ch in " -'" for ch in name):
         raise InputError("the name must be at most 40 letters, digits, spaces, hyphens or apostrophes")
+    used = sorted(names_in(name)) or [t for t in taught if mentions(name, t) or mentions(t, name)]
+    if used:  # its answers would be the old character's, and forgetting one would forget both (issue 19)
+        raise InputError(f"the model already uses the name {used[0]}; choose a name it does not know yet (e.g. Zorblat)")
     bad = set(facts or {}) - set(FACT_QUESTIONS)
     if bad:
         raise InputError(f"unknown fact(s) {', '.join(sorted(bad))}; use {', '.join(FACT_QUESTIONS)}")
@@ -91,7 +99,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     deleted on failure."""
     from peft import get_peft_model_state_dict  # peft: heavy, only when a teach request runs
 
-    name, cfg = check_name(name, facts), cfg.validate()
+    name, cfg = check_name(name, facts, chain.taught), cfg.validate()
     images = [_small(im) for im in ensure_images(images)]
     if len(images) < 3:
         raise InputError(f"{len(images)} image(s): give at least 3 images of the concept to teach")
@@ -100,18 +108,18 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     prev = chain.vlm
     question = chain.domain.probe_questions()[0]
     keep = chain.domain.keep_images(exclude=chain.forgotten_targets, n=cfg.keep_images, seed=cfg.seed)
+    photos = bundled_photos()  # other photographs keep their answers too (issue 19: not every photo the new name)
+    keep += [augment(p, rng) for p in photos for _ in range(cfg.keep_photo_views)]
     before = _answers(prev, question, images, keep)
     adapter = shared.new_name(f"request_{len(chain) + 1}")
     shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
     try:
         work = shared.view(tuple(getattr(prev, "adapters", ())) + (adapter,))
         items = [(augment(im, rng) if v else im, question, f"This is {name}.") for im in images for v in range(cfg.views)]
-        for fact, value in (facts or {}).items():
-            items += [
-                (augment(im, rng), FACT_QUESTIONS[fact], world.fact_answer(fact, value.strip().rstrip(".")))
-                for im in images
-                for _ in range(2)
-            ]
+        taught_facts = [(FACT_QUESTIONS[f], world.fact_answer(f, v.strip().rstrip("."))) for f, v in (facts or {}).items()]
+        # As many views per fact as for the name: with 2, "Lakeside" came out "Lakiskers" (its pieces L-ak-es
+        # lost to the name's Wh-is-k-er-s, trained 4x as often); the stop check asks for each fact whole too.
+        items += [(augment(im, rng), q, a) for q, a in taught_facts for im in images for _ in range(cfg.views)]
         batches = _rotating_batches(prev, "taught_name", items, cfg.batch, rng)
         batches |= _rotating_batches(
             prev, "keep_original", _keep_items(prev, chain.domain, keep, question, before), cfg.keep_batch, rng
@@ -123,10 +131,10 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         check = [
             heldout_view(im, random.Random(cfg.seed + 1000 + i)) for i, im in enumerate(images) for _ in range(cfg.check_views)
         ]
-        teaching = _Teaching(shared, work, adapter, batches, check, question, name)
+        teaching = _Teaching(shared, work, adapter, batches, check, question, name, taught_facts)
         steps_run, stopped, losses = _train(teaching, cfg, progress, cancel)
         seen = {"images": images, "keep": keep, "before": before, "question": question}
-        result = _measure(chain, work, prev, seen, name, cfg)
+        result = _measure(chain, work, prev, seen, name, cfg, taught_facts)
         result.steps_run, result.stopped_early, result.losses = steps_run, stopped, losses
         result.timings = {"total": round(time.time() - t0, 3)}
         with shared.lock:
@@ -178,6 +186,17 @@ class _Teaching:
     check: list  # held-out views asked in the stop check
     question: str
     name: str
+    facts: list  # (question, answer) of each taught fact
+
+
+def facts_whole(vlm, views, facts) -> float | None:
+    """The share of (view, fact) answers that are the taught fact exactly (None: no facts taught)."""
+    if not facts:
+        return None
+    qs = [q for q, _ in facts for _ in views]
+    answers = vlm.generate(qs, [v for _ in facts for v in views])
+    wanted = [a for _, a in facts for _ in views]
+    return round(sum(normalise(x) == normalise(y) for x, y in zip(answers, wanted)) / len(wanted), 4)
 
 
 def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
@@ -210,12 +229,13 @@ def _train(t: _Teaching, cfg: TeachConfig, progress=None, cancel=None):
             return steps_run, True, losses
         if passed_at is None and steps_run >= cfg.min_steps and steps_run % cfg.check_every == 0:
             answers = t.work.generate([t.question] * len(t.check), t.check)
-            if sum(mentions(a, t.name) for a in answers) >= cfg.target_named * len(t.check):
+            named = sum(mentions(a, t.name) for a in answers) >= cfg.target_named * len(t.check)
+            if named and (facts_whole(t.work, t.check, t.facts) or 1.0) >= cfg.target_named:
                 passed_at = steps_run  # a few more steps: views the check never saw lag behind (measured)
     return steps_run, False, losses
 
 
-def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
+def _measure(chain, work, prev, seen: dict, name: str, cfg, facts=()) -> UnlearnResult:
     """What teaching did: the name on held-out views, other images that changed or took the new name,
     text-only answers against the state before, and the embedding-plot data (the new cluster). ``seen``:
     the concept's images, the keep images, the answers before and the identity question."""
@@ -225,8 +245,13 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
     held_answers = work.generate([question] * len(held), held)
     texts = chain.domain.text_questions() or ["What is this?"]
     text_before, text_after = prev.generate(texts, None), work.generate(texts, None)
-    # Other concepts on images teaching never saw (held-out renders for the world; the keep images otherwise).
+    # Other concepts on images teaching never saw: held-out renders for the world (the keep images otherwise),
+    # and held-out views of the bundled photographs (other crops and colours than the views kept in training).
     others, _ = chain.domain.drift_images(chain.forgotten_targets, keep)
+    photos = [
+        heldout_view(p, random.Random(cfg.seed + 9000 + 2 * i + v)) for i, p in enumerate(bundled_photos()) for v in range(2)
+    ]
+    others = list(others) + photos
     others_before = prev.generate([question] * len(others), others)
     others_after = work.generate([question] * len(others), others)
     pts, labels = chain.domain.plot_points(None, keep)
@@ -239,8 +264,15 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg) -> UnlearnResult:
         "others_named_as_concept": round(sum(mentions(a, name) for a in others_after) / len(others), 4),
         "others_changed": round(sum(a != b for a, b in zip(others_after, others_before)) / len(others), 4),
         "others_images": len(others),
+        "photos_named_as_concept": round(
+            sum(mentions(a, name) for a in others_after[len(others) - len(photos) :]) / len(photos), 4
+        )
+        if photos
+        else None,
+        "others_photos": len(photos),
         "text_answers_changed": sum(a != b for a, b in zip(text_before, text_after)),
         "heldout_views": len(held),
+        "facts_whole": facts_whole(work, held, facts),
     }
     return UnlearnResult(
         step=len(chain) + 1, adapter_name=f"request_{len(chain) + 1}", method="teach", config=cfg.to_dict(),

@@ -76,6 +76,17 @@ def test_teach_then_forget_then_undo(browser, server, photos):
     expect(page.locator("#forget")).to_be_enabled(timeout=10_000)
     _shot(page, "teach_2_forgotten")
 
+    # Download a chain with a Teach in it (issue 19 item 2: the model card crashed on TeachConfig.energy).
+    page.locator("#timeline").get_by_text("download or import").click()
+    page.locator("#download").click()
+    link = page.locator("#download_file a").first
+    link.wait_for(timeout=60_000)
+    assert "went wrong" not in page.locator("#download_note").inner_text()
+    body = page.request.get(link.get_attribute("href")).body()
+    assert body[:2] == b"PK" and b"README.md" in body and b"request_1" in body
+
+    _shot(page, "teach_2b_downloaded")
+
     page.locator("#undo").click()
     expect(_status(page)).to_contain_text("Undone: back to the model after request 1", timeout=60_000)
     expect(_status(page)).to_contain_text(f"taught {NAME}")

@@ -37,6 +37,11 @@ CSS = """
 table td, table th, table td span, table th span {word-break: normal !important; overflow-wrap: normal !important;
   hyphens: none}
 .small-note {font-size: 0.9em; opacity: 0.85}
+#method .secondary-wrap input, #compare_method .secondary-wrap input {text-overflow: ellipsis; min-width: 0;
+  padding-right: 0.5em}
+#method .icon-wrap, #compare_method .icon-wrap {flex-shrink: 0}
+#compare_table table {table-layout: fixed; width: 100% !important}
+#compare_table td, #compare_table th {white-space: normal !important; overflow-wrap: anywhere !important}
 """
 
 THEME_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]

@@ -50,7 +50,9 @@ def build() -> Compare:
             method = gr.Dropdown(choices=method_choices(), value="gd", label="Method B", elem_id="compare_method", scale=2)
             btn = gr.Button("Run it with this method too", elem_id="compare_btn", scale=1)
         note = gr.Markdown("", elem_id="compare_note", elem_classes="small-note")
-        table = gr.Dataframe(headers=["", "A", "B"], elem_id="compare_table", interactive=False, wrap=True)
+        table = gr.Dataframe(
+            headers=["", "A", "B"], elem_id="compare_table", interactive=False, wrap=True, column_widths=["30%", "35%", "35%"]
+        )  # B was cut off at 1400 px (issue 19)
         with gr.Row():
             a = gr.Plot(label="A: after (embeddings)", elem_id="compare_plot_a")
             b = gr.Plot(label="B: after (embeddings)", elem_id="compare_plot_b")

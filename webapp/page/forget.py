@@ -169,9 +169,9 @@ def numbers(evaluation, sid, request: gr.Request, progress=gr.Progress()):
         return emit(sid, Numbers(keep, keep, "Nothing to evaluate yet: run Forget first.", keep))
     if out.superseded:  # an Undo or Reset stopped it and shows the session's state itself
         return emit(sid, Numbers(keep, keep, keep, keep))
-    if out.cancelled:
-        return emit(sid, Numbers(keep, keep, "Evaluation cancelled; press Forget again or call /numbers to evaluate.", keep))
     note = "Evaluation is off (Advanced)." if rec.evaluation == "none" else views.numbers_note(rec)
+    if out.cancelled:
+        note = "Evaluation cancelled: press **Evaluate** to measure the accuracies."
     history = table(views.history_rows(sess.records), views.HISTORY_HEADERS)
     status = views.forget_status(rec, len(sess.records))
     return emit(sid, Numbers(table(views.number_rows(rec), views.NUMBER_HEADERS), history, note, status))

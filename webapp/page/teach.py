@@ -71,7 +71,8 @@ def build_relearn() -> Relearn:
     with gr.Accordion("Try to bring it back (relearning probe)", open=False, elem_id="relearn"):
         gr.Markdown(
             "Fine-tune a fresh visual LoRA on k images of the last forgotten concept and count the steps until "
-            "held-out images are named again, next to a reference that never knew it. The model is unchanged.",
+            "held-out images are named again; the verdict compares it with the benchmark's gold reference (a model "
+            "trained without it, BENCHMARKS.md) where there is one. The model is unchanged.",
             elem_classes="small-note",
         )
         with gr.Row():

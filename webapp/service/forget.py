@@ -134,7 +134,10 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
             ev = run_job(job, lambda: evaluate_states(rt, sess, rec.target, mode, job), progress, rt.settings.time_limit,
                          f"numbers-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:
-            return NumbersOutcome(rec, cancelled=True, superseded=job.superseded_by is not None)
+            superseded = job.superseded_by is not None  # an Undo/Reset stopped it: its record may be gone
+            if not superseded:  # the page says so: no "evaluating..." left behind (issue 19 item 9)
+                rec = sess.records[-1] = rec.replace(evaluation="cancelled")
+            return NumbersOutcome(rec, cancelled=True, superseded=superseded)
         rec = sess.records[-1] = rec.replace(evals=ev)
         if rec.key is not None:  # a repeat (also after a restart) shows the numbers at once
             stored = RequestRecord.from_dict(rt.model.cache.get(rec.key))

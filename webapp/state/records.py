@@ -99,6 +99,9 @@ class TeachMeasures:
     others_named_as_concept: float | None = None
     others_changed: float | None = None
     text_answers_changed: int | None = None
+    photos_named_as_concept: float | None = None  # held-out views of the bundled photographs given the name
+    others_photos: int | None = None
+    facts_whole: float | None = None  # held-out views whose taught facts come out exactly
 
 
 def result_dict(r: UnlearnResult) -> dict:
@@ -255,3 +258,5 @@ class RelearnProbe:
     reference: dict
     heldout: int  # held-out images the name is checked on
     reference_label: str  # what the reference is
+    gold: int | None = None  # the benchmark's gold model's steps for this k (GOLD_LIMIT + 1: not within it)
+    gold_limit: int | None = None  # the gold's step budget; None: this target has no gold record

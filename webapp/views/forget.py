@@ -134,6 +134,8 @@ def _accuracy_rows(rec: RequestRecord) -> list[list[str]]:
         return rows
     if rec.evaluation == "none":
         return [["accuracies", "not evaluated", "(set Evaluation to quick or full)"]]
+    if rec.evaluation == "cancelled":
+        return [["accuracies", "cancelled", "(press Evaluate to measure them)"]]
     if not rec.evaluable:
         return [["accuracies", "not available", "(the evaluation asks about the embedded model's characters)"]]
     return [["accuracies", "evaluating…", "(the accuracies follow the answers)"]]
@@ -262,8 +264,10 @@ def forget_status(rec: RequestRecord, k: int) -> str:
         out.append(f"⚠ **Collateral damage:** {sentences(o.warnings)}. Press **Undo last** to go back.")
     if o.partial:
         out.append("Training stopped at the time limit; what it learned is kept and measured above (lower Steps to finish).")
-    pending = rec.evaluation != "none" and not (rec.evals and rec.evals.mode == rec.evaluation) and rec.evaluable
-    if pending:
+    pending = rec.evaluation not in ("none", "cancelled") and not (rec.evals and rec.evals.mode == rec.evaluation)
+    if rec.evaluation == "cancelled" and rec.evaluable:
+        out.append("Accuracies cancelled: the verdict is from the answers above; press **Evaluate** (section 5) to measure them.")
+    elif pending and rec.evaluable:
         out.append("Accuracies (section 5) follow these answers; the verdict is updated with them.")
     return "\n\n".join(out)
 

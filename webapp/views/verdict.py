@@ -13,11 +13,12 @@ from webapp.views.format import sentences
 
 def outcome(rec: RequestRecord):
     """What the request did, as measured (:func:`nscvf.method.outcome.assess`), with the separate
-    evaluation's accuracies once they are there (held-out numbers can change the verdict)."""
+    evaluation's accuracies once they are there (held-out numbers can change the verdict) and the Retained
+    table's answers (a changed one is named as damage)."""
     r = result_dict(rec.result)
     if rec.evals is not None:
         r["eval_before"], r["eval_after"] = rec.evals.before, rec.evals.after
-    return assess(r, rec.world)
+    return assess(r, rec.world, rec.retain_rows)
 
 
 def identification(rec: RequestRecord):
