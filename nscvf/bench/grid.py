@@ -77,10 +77,11 @@ def execute(job: J.Job, settings: BenchSettings, threads: int | None = None) -> 
     global _WORKER
     if threads:
         torch.set_num_threads(threads)
-    t = time.time()
+    t, load_seconds = time.time(), 0.0
     try:
         if _WORKER is None:
             _WORKER = R.new_worker()
+            load_seconds = round(time.time() - t, 2)
         result = R.run_job(_WORKER, settings, job)
     except Exception as e:  # a failed job is reported, never fatal to the grid
         return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(), "seconds": round(time.time() - t, 2)}
@@ -89,6 +90,7 @@ def execute(job: J.Job, settings: BenchSettings, threads: int | None = None) -> 
         "pid": os.getpid(),
         "threads": torch.get_num_threads(),
         "peak_rss_mb": R.peak_rss_mb(),
+        "load_seconds": load_seconds,
     }
     return {"result": result, "seconds": round(time.time() - t, 2), "worker": worker | {"machine": R.machine()}}
 
@@ -156,10 +158,10 @@ def run_grid(
     rep.skipped = [j.name for j in jobs if folder.result(j, run) is not None]
     pending = [j for j in jobs if j.name not in set(rep.skipped)][: opts.max_jobs]
     progress(f"grid: {len(jobs)} jobs, {len(rep.skipped)} done before, running {len(pending)} on {opts.backend}")
-    t0, started = time.time(), J.now()
+    t0, started, commit = time.time(), J.now(), J.git_commit()
 
     def done(job: J.Job, res: dict) -> None:
-        folder.save(job, run, res)
+        folder.save(job, run, res, commit)
         (rep.failed.__setitem__(job.name, res["error"]) if "error" in res else rep.ran.append(job.name))
         n = len(rep.ran) + len(rep.failed)
         eta = (time.time() - t0) / n * (len(pending) - n)
@@ -172,7 +174,7 @@ def run_grid(
     finally:
         rep.wall_seconds = round(time.time() - t0, 1)
         if rep.ran or rep.failed:
-            session = {"backend": opts.backend, "workers": opts.workers, "commit": J.git_commit(), "started": started}
+            session = {"backend": opts.backend, "workers": opts.workers, "commit": commit, "started": started}
             folder.add_session(
                 session | {"jobs_run": len(rep.ran), "jobs_failed": len(rep.failed), "wall_seconds": rep.wall_seconds}
             )

@@ -163,12 +163,13 @@ class RunFolder:
         self._check(rec, {k: run[k] for k in ("settings", "engine", "model")}, str(path))
         return rec
 
-    def save(self, job: Job, run: dict, out: dict) -> None:
-        """Write a finished job's file (or its error file); a success removes an earlier error file."""
+    def save(self, job: Job, run: dict, out: dict, commit: str | None) -> None:
+        """Write a finished job's file (or its error file); a success removes an earlier error file.
+        ``commit``: the checkout's commit when this session started (the code its workers run)."""
         rec = {
             "job": job.name,
             **{k: run[k] for k in ("settings", "engine", "model")},
-            "commit": git_commit(),
+            "commit": commit,
             "finished": now(),
             **out,
         }
