@@ -1,7 +1,9 @@
 """Running the benchmark grid: every method on the same targets, data and step budget, through the same
 engine and the same evaluation as the app and the CLI; plus a continual run of sequential requests.
 
-Each cell runs with a fresh cache directory (its time is a cold-cache time, whichever worker ran it); a
+Each cell runs with a fresh disk cache; the process memo (:data:`nscvf.cache.memo`: renders, features,
+covariance chunks) carries over between the jobs of one worker, as between the requests of the app, so a
+cell's seconds depend on what its worker ran before (its numbers do not: the same on every backend). A
 second request on the first target then measures the warm cache. :mod:`nscvf.bench.grid` runs the jobs
 (:func:`run_job`) on a process pool or a Ray cluster.
 
@@ -194,8 +196,8 @@ def machine() -> dict:
 
 
 def run_job(worker: Worker, settings: BenchSettings, job) -> dict:
-    """One job of the grid (:class:`nscvf.bench.jobs.Job`) on this worker's model. A cell gets a fresh cache,
-    so its numbers and its cold-cache time do not depend on which jobs the worker ran before."""
+    """One job of the grid (:class:`nscvf.bench.jobs.Job`) on this worker's model. A cell gets a fresh disk
+    cache, so its numbers do not depend on which jobs the worker ran before."""
     if job.kind == "base":
         return base_numbers(worker.vlm, settings.target_names, settings.renders)
     if job.kind == "continual":
