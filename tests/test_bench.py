@@ -6,7 +6,7 @@ import json
 
 from nscvf import bench
 from nscvf.bench import evidence
-from nscvf.bench.run import run_bench
+from nscvf.bench.grid import run_bench
 from nscvf.cli import main
 
 SPREAD_KEYS = {
@@ -41,10 +41,9 @@ def test_bench_smallest_run_and_rerender(tmp_path, capsys, monkeypatch, embedded
     assert record["relearn_steps"] == {"1": 0, "2": 0, "4": 0} and record["neighbour"] == "Fenna"
     evidence.gold_path("Mirel", gold_dir).write_text(json.dumps(record))
     monkeypatch.setenv("NSCVF_GOLD_DIR", str(gold_dir))
-    seen = []
     settings = bench.BenchSettings(targets=("Mirel",), methods=("nscvf", "ga"), steps=4, renders=1, continual_n=2, seeds=2)
-    res = run_bench(settings, progress=lambda m: None, partial=seen.append)
-    assert [sorted(p["per_target"]) for p in seen] == [["nscvf"], ["ga", "nscvf"]]  # partial results after each method
+    res, rep = run_bench(settings, tmp_path / "run", progress=lambda m: None)
+    assert rep.complete and len(rep.ran) == 2 + 2 * 2  # base, continual, 2 methods x 2 seeds
     base_vs_gold = res["base"]["gold"]["Mirel"]["original_vs_gold"]
     assert base_vs_gold["ks_stat"] == 0.0 and base_vs_gold["gold_agreement"]["target"] == 1.0  # the same model
     for m in ("nscvf", "ga"):

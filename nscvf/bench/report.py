@@ -105,6 +105,7 @@ def to_markdown(res: dict) -> str:
         "",
         f"_{res['note']}_",
         "",
+        *_grid_note(res.get("grid")),
         "Base model (before unlearning), mean over targets: "
         f"target accuracy {pct(base['forget_acc_heldout'])}% (held-out renders), retain accuracy {pct(base['retain_acc'])}%, "
         f"neighbour accuracy {pct(base.get('neighbour_retain_acc'))}%.",
@@ -119,12 +120,12 @@ def to_markdown(res: dict) -> str:
         f"{pct(share)}% of nscvf's step time.",
         "",
     ]
-    top = max((s["harmonic_mean"]["mean"] or 0) for s in res["methods"].values())
+    top = max(((s["harmonic_mean"]["mean"] or 0) for s in res["methods"].values()), default=None)
     best = [m for m, s in res["methods"].items() if (s["harmonic_mean"]["mean"] or 0) == top]
     tie = " (a tie)" if len(best) > 1 else ""
     lines.append(
         f"Best harmonic mean of (1 - held-out forget accuracy) and neighbour retain accuracy (retain accuracy where the "
-        f"target has no sibling){tie}: **{', '.join(best)}**."
+        f"target has no sibling){tie}: **{', '.join(best) or '-'}**."
     )
     lines += _gold_table(res)
     lines += _quick_note(res) + _continual_table(res.get("continual"))
@@ -132,6 +133,22 @@ def to_markdown(res: dict) -> str:
     for note in res.get("notes") or []:  # hand-written sections kept in the JSON (each names its command)
         lines += ["", note.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _grid_note(grid: dict | None) -> list[str]:
+    """Which of the grid's jobs have results (a run folder's benchmark, :func:`nscvf.bench.jobs.assemble`)."""
+    if not grid:
+        return []
+    line = (
+        f"Grid: {grid['done']} of {grid['jobs']} jobs have results ({grid['engine']}; commits {', '.join(grid['commits'])}; "
+        f"{grid['sessions']} session(s)). A method's numbers use its complete seeds only (n below)."
+    )
+    if grid["missing"]:
+        shown = ", ".join(grid["missing"][:8]) + (f" and {len(grid['missing']) - 8} more" if len(grid["missing"]) > 8 else "")
+        line += f" **Incomplete**: no result yet for {shown}."
+    for name, err in grid["failed"].items():
+        line += f" Failed: {name} ({err})."
+    return [line, ""]
 
 
 def _quick_note(res: dict) -> list[str]:

@@ -1,8 +1,11 @@
 """Running the benchmark grid: every method on the same targets, data and step budget, through the same
 engine and the same evaluation as the app and the CLI; plus a continual run of sequential requests.
 
-Each method runs in its own process (so its peak RSS and cold-cache time are its own) with a fresh
-cache directory; a second request on the first target then measures the warm cache.
+Each cell runs with a fresh disk cache; the process memo (:data:`nscvf.cache.memo`: renders, features,
+covariance chunks) carries over between the jobs of one worker, as between the requests of the app, so a
+cell's seconds depend on what its worker ran before (its numbers do not: the same on every backend). A
+second request on the first target then measures the warm cache. :mod:`nscvf.bench.grid` runs the jobs
+(:func:`run_job`) on a process pool or a Ray cluster.
 
 Every request is repeated for each seed (``BenchSettings.seeds``): seed s changes the forget images
 (:func:`nscvf.world.forget_examples`) and the optimisation seed. One cell of the grid is one request
@@ -12,27 +15,24 @@ over targets and spreads over seeds, :mod:`nscvf.bench.report` into Markdown.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 
 import torch
 
 from nscvf import world
 from nscvf.bench import evidence
-from nscvf.bench.settings import NOTE, BenchSettings
-from nscvf.bench.summary import mean, overhead, quick_vs_full, summarise
+from nscvf.bench.settings import BenchSettings
+from nscvf.bench.summary import mean
 from nscvf.cache import Cache
 from nscvf.eval import evaluate
 from nscvf.method.chain import UnlearningChain
-from nscvf.models import default_source, load_model
+from nscvf.models import load_model
 from nscvf.rates import rate
 
 
@@ -124,28 +124,10 @@ def run_cell(worker: Worker, settings: BenchSettings, method: str, target: str, 
     return row
 
 
-def _set_threads() -> None:
-    torch.set_num_threads(int(os.environ.get("NSCVF_BENCH_THREADS", torch.get_num_threads())))
-
-
-def run_method(settings: BenchSettings, method: str) -> dict:
-    """Every cell of one method (seed-major, as the summary expects), in this process with a fresh cache."""
-    _set_threads()
-    with tempfile.TemporaryDirectory() as d:
-        worker = Worker(load_model(), Cache(d))
-        rows = [run_cell(worker, settings, method, t, s) for s in range(settings.seeds) for t in settings.target_names]
-    return {
-        "method": method,
-        "per_target": rows,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-
-
-def continual(settings: BenchSettings) -> dict:
+def continual(vlm, settings: BenchSettings) -> dict:
     """Sequential NSCVF requests on one chain (seed 0): each target forgotten in turn, the earlier ones kept
     forgotten and the rest retained."""
     targets = settings.continual_targets
-    vlm = load_model()
     out = []
     with tempfile.TemporaryDirectory() as d:
         chain = UnlearningChain(vlm, Cache(d))
@@ -177,6 +159,7 @@ def continual(settings: BenchSettings) -> dict:
                     "retain_drift": (r.retain_drift_base or r.retain_drift)["mean"],  # cumulative, vs the original
                 }
             )
+        chain.close()
     return {"targets": targets, "steps": out}
 
 
@@ -201,12 +184,6 @@ def base_numbers(vlm, targets: list[str], renders: int) -> dict:
     return {k: mean(rows, k) for k in rows[0]} | {"gold": gold}
 
 
-def _in_own_process(fn, *args):
-    """``fn(*args)`` in a fresh spawned process (its peak RSS and cold caches are its own)."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:
-        return ex.submit(fn, *args).result()
-
-
 def machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -218,41 +195,21 @@ def machine() -> dict:
     }
 
 
-def run_bench(settings: BenchSettings, progress=print, partial=None) -> dict:
-    """Run the benchmark. ``partial(dict)`` (optional) receives the results so far after every method, so
-    that an interrupted run keeps what it finished."""
-    t0 = time.time()
-    targets, methods = settings.target_names, settings.method_names
-    progress("evaluating the base model")
-    base = base_numbers(load_model(), targets, settings.renders)
-    runs = {}
-    for m in methods:
-        progress(f"method {m}: {len(targets)} targets x {settings.seeds} seeds")
-        runs[m] = _in_own_process(run_method, settings, m)
-        progress(f"  {m}: {json.dumps(summarise(runs[m], base))}")
-        if partial is not None:
-            partial({"targets": targets, "base": base, "per_target": dict(runs), "elapsed_seconds": round(time.time() - t0, 1)})
-    summaries = {m: summarise(runs[m], base) for m in methods}
-    cont = None
-    if settings.continual_n:
-        progress(f"continual: {len(settings.continual_targets)} sequential requests")
-        cont = _in_own_process(continual, settings)
-    per_target = {m: runs[m]["per_target"] for m in methods}
-    n_neighbour = sum(1 for c in world.CHARACTERS if c.neighbour)
-    return {
-        "command": None,
-        "mode": "quick" if settings.quick else "full",
-        "seeds": settings.seeds,
-        "renders": settings.renders,
-        "model": default_source(),
-        "machine": machine(),
-        "note": NOTE,
-        "targets": targets,
-        "base": base,
-        "methods": summaries,
-        "per_target": per_target,
-        "null_space_overhead_per_step": overhead(summaries),
-        "continual": cont,
-        "quick_vs_full": quick_vs_full(per_target, len(world.CHARACTERS), n_neighbour),
-        "wall_seconds": round(time.time() - t0, 1),
-    }
+def run_job(worker: Worker, settings: BenchSettings, job) -> dict:
+    """One job of the grid (:class:`nscvf.bench.jobs.Job`) on this worker's model. A cell gets a fresh disk
+    cache, so its numbers do not depend on which jobs the worker ran before."""
+    if job.kind == "base":
+        return base_numbers(worker.vlm, settings.target_names, settings.renders)
+    if job.kind == "continual":
+        return continual(worker.vlm, settings)
+    with tempfile.TemporaryDirectory() as d:
+        return run_cell(Worker(worker.vlm, Cache(d), worker.originals), settings, job.method, job.target, job.seed)
+
+
+def new_worker() -> Worker:
+    """A worker's state: the base model, loaded once and shared by every job the worker runs."""
+    return Worker(load_model(), Cache(None, enabled=False))
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

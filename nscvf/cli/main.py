@@ -312,8 +312,22 @@ def _research_parsers(sub) -> None:
     b.add_argument("--json", default=None)
     b.add_argument("--md", default=None)
     b.add_argument(
+        "--out", default=None, help="run folder: one result file per job; rerun into it to resume (default: a temporary one)"
+    )
+    b.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="local process pool, or Ray (the [cluster] extra)"
+    )
+    b.add_argument("--workers", type=_positive_int(256), default=1, help="local: worker processes (each loads the model once)")
+    b.add_argument("--threads", type=_positive_int(256), default=None, help="torch threads per job (default: CPUs / workers)")
+    b.add_argument("--address", default=None, help="ray: an existing cluster's address (default: start a local Ray)")
+    b.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per job")
+    b.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per job (e.g. 1 on a GPU cluster)")
+    b.add_argument("--max-retries", type=int, default=2, help="ray: retries of a job whose worker died")
+    b.add_argument("--max-jobs", type=_positive_int(10**6), default=None, help="run at most this many missing jobs, then stop")
+    b.add_argument(
         "--from-json", default=None, help="re-render the tables of a saved run (--json of an earlier bench); runs nothing"
     )
+    b.add_argument("--from-results", default=None, help="build the tables from a run folder's result files (--out); runs nothing")
     b.set_defaults(func=cmd_bench)
 
     g = sub.add_parser("gold", help="train the gold references (a target never learned) and write their evaluation")

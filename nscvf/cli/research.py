@@ -5,8 +5,10 @@ that needs them, so ``nscvf --help`` and ``nscvf world list`` stay instant."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from nscvf import bench, world
@@ -74,22 +76,21 @@ def cmd_relearn(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    if args.from_json:
-        try:
-            res = bench.resummarise(json.loads(Path(args.from_json).read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"{args.from_json}: not a benchmark result ({e}); pass the --json file of `nscvf bench`") from None
+    if args.from_json or args.from_results:
+        res = _saved_bench(args)
         bench.write(res, args.json, args.md)
         print(bench.to_markdown(res))
         return 0
     methods = args.methods.split(",") if args.methods else None
-    from nscvf.bench.run import run_bench  # torch: see the module docstring
+    from nscvf.bench.grid import GridOptions, run_grid  # torch: see the module docstring
     from nscvf.method.methods import all_methods  # torch (the methods' losses)
 
     if methods:
         bad = [m for m in methods if m not in all_methods()]
         if bad:
             raise InputError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(all_methods())}")
+    if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError('--backend ray needs Ray: pip install -e ".[cluster]"')
     settings = bench.BenchSettings(
         quick=args.quick,
         steps=args.steps,
@@ -99,15 +100,38 @@ def cmd_bench(args) -> int:
         relearn=not args.no_relearn,
         continual_n=args.continual,
     )
-    res = run_bench(
-        settings,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
-        partial=(lambda r: bench.write(r, args.json + ".partial", None)) if args.json else None,
-    )
-    res["command"] = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
+    opts = GridOptions(
+        backend=args.backend, workers=args.workers, threads=args.threads, address=args.address, num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus, max_retries=args.max_retries, max_jobs=args.max_jobs,
+    )  # fmt: skip
+    command = "nscvf " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("nscvf") else "nscvf bench"
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or tmp
+        try:
+            rep = run_grid(settings, out, opts, progress=say, command=command)
+        except KeyboardInterrupt:
+            say(f"interrupted: the finished jobs are kept in {out}; the same command runs only what is missing")
+            return 130
+        for name, err in rep.failed.items():
+            say(f"FAILED {name}: {err} (traceback in {Path(out) / 'jobs'})")
+        if not rep.complete:
+            left = rep.total - len(rep.ran) - len(rep.skipped)
+            say(f"{left} of {rep.total} jobs have no result; rerun the same command to run them")
+        res = bench.assemble(out)
     bench.write(res, args.json, args.md)
     print(bench.to_markdown(res))
-    return 0
+    return 0 if rep.complete else 1
+
+
+def _saved_bench(args) -> dict:
+    """A saved benchmark re-rendered: a --json file (its summary recomputed) or a run folder's job files."""
+    if args.from_results:
+        return bench.assemble(args.from_results)
+    try:
+        return bench.resummarise(json.loads(Path(args.from_json).read_text()))
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{args.from_json}: not a benchmark result ({e}); pass the --json file of `nscvf bench`") from None
 
 
 def cmd_gold(args) -> int:

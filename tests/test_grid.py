@@ -1,0 +1,144 @@
+"""The benchmark grid as resumable jobs: a tiny grid (2 targets x 2 methods x 1 seed, 2 steps, 1 render)
+interrupted after 3 jobs and resumed (no job run twice, nothing redone on a third run), the benchmark built
+from the result files alone (`nscvf bench --from-results`), a failing job named with its error while the
+rest completes, a folder of another grid refused, and the same grid on a real local Ray (`ray.init`)
+giving the same result files (timings aside)."""
+
+import dataclasses
+import json
+import os
+import time
+
+import pytest
+
+from nscvf import bench
+from nscvf.bench.grid import GridOptions, run_grid
+from nscvf.bench.jobs import plan
+from nscvf.cli import main
+from nscvf.errors import InputError
+
+pytestmark = pytest.mark.slow
+
+TINY = bench.BenchSettings(
+    targets=("Mirel", "Dravik"), methods=("nscvf", "ga"), steps=2, renders=1, seeds=1, relearn=False, continual_n=2
+)
+TIMING = {"seconds", "seconds_per_step", "projection_seconds", "seconds_warm", "seconds_per_request", "seconds_per_request_cold",
+          "seconds_per_request_warm", "peak_rss_mb", "projection_share"}  # fmt: skip
+NAMES = [j.name for j in plan(TINY)]
+
+
+def numbers(x):
+    """A result without its timings (what must be the same whoever ran the job)."""
+    if isinstance(x, dict):
+        return {k: numbers(v) for k, v in x.items() if k not in TIMING}
+    if isinstance(x, list):
+        return [numbers(v) for v in x]
+    return x
+
+
+def results(folder) -> dict:
+    return {
+        p.name: json.loads(p.read_text()) for p in sorted((folder / "jobs").glob("*.json")) if not p.name.endswith(".error.json")
+    }
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The tiny grid on the local backend: 3 jobs (a job budget standing in for an interruption), then the rest
+    on 2 workers, then once more (nothing left)."""
+    out = tmp_path_factory.mktemp("grid") / "run"
+    lines = []
+    first = run_grid(TINY, out, GridOptions(workers=1, threads=1, max_jobs=3), progress=lines.append)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "jobs").glob("*.json")}
+    time.sleep(0.05)
+    second = run_grid(TINY, out, GridOptions(workers=2, threads=1), progress=lines.append)
+    third = run_grid(TINY, out, GridOptions(workers=2, threads=1), progress=lines.append)
+    return {"out": out, "runs": (first, second, third), "mtimes": mtimes, "lines": lines}
+
+
+def test_interrupted_grid_resumes_without_running_a_job_twice(local_run):
+    first, second, third = local_run["runs"]
+    assert first.ran == NAMES[:3] and not first.complete and not first.failed
+    assert sorted(second.ran) == sorted(NAMES[3:]) and second.skipped == NAMES[:3] and second.complete
+    assert third.ran == [] and third.skipped == NAMES and third.complete
+    out = local_run["out"]
+    assert sorted(results(out)) == sorted(j.file for j in plan(TINY))
+    # the first run's files were not rewritten by the resume
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "jobs").glob("*.json") if p.name in local_run["mtimes"]} == local_run[
+        "mtimes"
+    ]
+    assert not list((out / "jobs").glob(".*.tmp"))  # atomic writes leave no temporary file
+    run = json.loads((out / "run.json").read_text())
+    assert [s["jobs_run"] for s in run["sessions"]] == [3, len(NAMES) - 3]  # the third run ran nothing
+    done_lines = [x for x in local_run["lines"] if x.startswith("[")]
+    assert len(done_lines) == len(NAMES) and all("ETA" in x for x in done_lines)
+    rec = results(out)["cell-ga-Dravik-s0.json"]
+    assert rec["settings"]["steps"] == 2 and rec["engine"] == bench.jobs.ENGINE and rec["worker"]["threads"] == 1
+    assert rec["result"]["target"] == "Dravik" and rec["result"]["steps_run"] <= 2
+
+
+def test_benchmark_from_result_files_alone(local_run, tmp_path):
+    out = local_run["out"]
+    res = bench.assemble(out)
+    assert set(res["methods"]) == {"nscvf", "ga"} and res["grid"]["done"] == len(NAMES) and not res["grid"]["missing"]
+    assert [r["target"] for r in res["per_target"]["ga"]] == ["Mirel", "Dravik"]
+    assert res["methods"]["nscvf"]["forget_acc_heldout"]["n"] == 1 and res["continual"]["targets"] == ["Mirel", "Tobbin"]
+    md = bench.to_markdown(res)
+    assert f"Grid: {len(NAMES)} of {len(NAMES)} jobs have results" in md and "| nscvf |" in md
+    assert main(["bench", "--from-results", str(out), "--md", str(tmp_path / "b.md"), "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "b.md").read_text() == md
+    assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(res))
+    assert main(["bench", "--from-results", str(tmp_path)]) == 2  # not a run folder: a message, not a crash
+
+
+def test_a_folder_of_another_grid_is_refused(local_run, tmp_path):
+    with pytest.raises(InputError, match="steps: 2 there, 3 now"):
+        run_grid(dataclasses.replace(TINY, steps=3), local_run["out"], progress=lambda m: None)
+    # a result file copied in from another grid is refused when the benchmark is assembled
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "jobs").mkdir()
+    run = json.loads((local_run["out"] / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps(run))
+    rec = json.loads((local_run["out"] / "jobs" / "base.json").read_text())
+    rec["settings"]["renders"] = 5
+    (other / "jobs" / "base.json").write_text(json.dumps(rec))
+    with pytest.raises(InputError, match="renders: 5 there, 1 now"):
+        bench.assemble(other)
+
+
+def test_a_failing_job_is_named_and_the_rest_completes(tmp_path):
+    settings = bench.BenchSettings(
+        targets=("Mirel",), methods=("ga", "nosuch"), steps=2, renders=1, seeds=1, relearn=False, continual_n=0
+    )
+    lines = []
+    rep = run_grid(settings, tmp_path / "run", GridOptions(threads=1), progress=lines.append)
+    assert rep.ran == ["base", "cell/ga/Mirel/s0"] and list(rep.failed) == ["cell/nosuch/Mirel/s0"]
+    assert "unknown method 'nosuch'" in rep.failed["cell/nosuch/Mirel/s0"] and not rep.complete
+    assert any("cell/nosuch/Mirel/s0: FAILED: InputError" in x for x in lines)
+    err = json.loads((tmp_path / "run" / "jobs" / "cell-nosuch-Mirel-s0.error.json").read_text())
+    assert "Traceback" in err["traceback"] and "unknown method" in err["traceback"]
+    res = bench.assemble(tmp_path / "run")
+    assert set(res["methods"]) == {"ga"} and res["grid"]["missing"] == ["cell/nosuch/Mirel/s0"]
+    assert "Failed: cell/nosuch/Mirel/s0 (InputError: unknown method 'nosuch'" in bench.to_markdown(res)
+    again = run_grid(settings, tmp_path / "run", GridOptions(threads=1), progress=lambda m: None)  # retried, not skipped
+    assert again.ran == [] and list(again.failed) == ["cell/nosuch/Mirel/s0"] and again.skipped == rep.ran
+
+
+def test_ray_local_mode_gives_the_same_result_files(local_run, tmp_path):
+    ray = pytest.importorskip("ray", reason='Ray is the optional [cluster] extra: pip install -e ".[cluster]"')
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray: no token file written
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        lines = []
+        rep = run_grid(TINY, tmp_path / "run", GridOptions(backend="ray", num_cpus=1, threads=1), progress=lines.append)
+        assert rep.complete and sorted(rep.ran) == sorted(NAMES) and not rep.failed
+        assert len([x for x in lines if x.startswith("[")]) == len(NAMES)
+        mine, theirs = results(tmp_path / "run"), results(local_run["out"])
+        assert sorted(mine) == sorted(theirs)
+        for name in mine:
+            assert numbers(mine[name]["result"]) == numbers(theirs[name]["result"]), name
+        a, b = bench.assemble(tmp_path / "run"), bench.assemble(local_run["out"])
+        assert numbers(a["methods"]) == numbers(b["methods"]) and numbers(a["continual"]) == numbers(b["continual"])
+    finally:
+        ray.shutdown()
