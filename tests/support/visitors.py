@@ -1,6 +1,6 @@
 """Visitors of one running app, through its API (gradio_client): what a second and a third visitor's
 Forget wait while a first visitor's long request trains (issue 19 item 8). Shared by
-tests/server/test_turns.py and the before/after measurement in BENCHMARKS.md (run against any checkout's
+tests/server/test_visitor_turns.py and the before/after measurement in BENCHMARKS.md (run against any checkout's
 server: ``python -c "from support.visitors import ...`` with tests/ on the path)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ trains, B's ordinary Forget starts at once (it never waits behind a long job), C
 waits only for B, is told when its turn comes (within 2x of the wait it then had), and both status lines
 report the time since the click, the wait included.
 
-    pytest tests/server/test_turns.py -s     # prints the waits and ETAs
+    pytest tests/server/test_visitor_turns.py -s     # prints the waits and ETAs
 """
 
 from __future__ import annotations
