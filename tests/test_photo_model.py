@@ -37,10 +37,34 @@ def test_tower_gives_tokens_of_its_feature_map(tiny_photo):
     cfg = tiny_photo.base.config
     assert cfg.vision_feature_select_strategy == "full"
     side = 32 // cfg.vision_config.patch_size
-    assert tokens[0].shape == (side * side, cfg.text_config.hidden_size)
+    n = side * side + 1  # the spatial tokens and their global average pool (the ImageNet head's input)
+    assert tokens[0].shape == (n, cfg.text_config.hidden_size)
+    assert cfg.image_seq_length == n and tiny_photo.processor.num_additional_image_tokens == 1
     assert pooled.shape == (2, cfg.text_config.hidden_size)
-    out = tiny_photo.vision_tower()(torch.zeros(1, 3, 32, 32))
-    assert out.hidden_states[-1].shape == (1, side * side, cfg.vision_config.hidden_size)
+    tower = tiny_photo.vision_tower()
+    out = tower(torch.rand(1, 3, 32, 32))
+    t = out.hidden_states[-1]
+    assert t.shape == (1, n, cfg.vision_config.hidden_size)
+    torch.testing.assert_close(t[:, -1], t[:, :-1].mean(1))  # the last token is the spatial ones' mean
+    torch.testing.assert_close(tower.class_logits(t), tower.classifier(t[:, -1]))  # the head's logits unchanged
+
+
+def test_pooled_token_alone_is_one_image_token_and_loads_back(tmp_path):
+    vlm = wrap_model(*build_tiny(seed=2, spatial_tokens=False))
+    cfg = vlm.base.config
+    assert cfg.image_seq_length == 1
+    ims = _images(2, seed=3)
+    tokens, _ = vlm.image_features(ims)
+    assert tokens[0].shape == (1, cfg.text_config.hidden_size)
+    pv = vlm.processor.image_processor(images=ims, return_tensors="pt")["pixel_values"]
+    tower = vlm.vision_tower()
+    torch.testing.assert_close(tower(pv).hidden_states[-1][:, 0], tower(pv).pooler_output)
+    vlm.base.save_pretrained(tmp_path)
+    vlm.processor.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.base.config.image_seq_length == 1 and not loaded.vision_tower().config.spatial_tokens
+    q = ["What is this?"] * 2
+    assert vlm.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
 
 
 def test_round_trip_through_save_and_from_pretrained(tiny_photo, tmp_path):

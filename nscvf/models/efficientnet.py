@@ -9,7 +9,10 @@ train mode for unlearning must not move them.
 
 Registered with ``AutoConfig``/``AutoModel`` when ``nscvf.models`` is imported, so a ``LlavaForConditionalGeneration``
 with it as ``vision_config`` loads with ``from_pretrained``. Its ``hidden_states`` are one tensor: the head's
-1280 features at each of the 7x7 positions (49 tokens at 224 px), read with ``vision_feature_select_strategy="full"``.
+1280 features at each of the 7x7 positions (49 tokens at 224 px) and, with ``pooled_token`` (the default), one more:
+their global average pool, exactly what the ImageNet head reads (50 tokens), read with
+``vision_feature_select_strategy="full"``. The pooled token is what lets the language model name real photos,
+whose evidence is spread over the 49 positions (an emoji's sits in a few).
 The ImageNet classifier (``classifier``) is kept beside the tower: it is the teacher of ``train-base --photo`` and
 the reference of the fidelity benchmark, and never reaches the language model.
 """
@@ -32,11 +35,14 @@ LITE0_STAGES = [[1, 3, 1, 1, 32, 16], [2, 3, 2, 6, 16, 24], [2, 5, 2, 6, 24, 40]
 # p 0.94 with it, 0.82 with torchvision's ImageNet mean/std.
 PIXEL_MEAN = [127.0 / 255] * 3
 PIXEL_STD = [128.0 / 255] * 3
+IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial")
 
 
 class EfficientNetLiteConfig(PretrainedConfig):
     """Sizes of an EfficientNet-Lite tower. The defaults are Lite0 at 224 px. ``tunable_blocks``: how many of
-    the last blocks' 1x1 convolutions (and the head's) unlearning may tune with LoRA."""
+    the last blocks' 1x1 convolutions (and the head's) unlearning may tune with LoRA. ``image_tokens_kind``
+    (keyword): "spatial+pooled" (default: the spatial tokens followed by their mean, one additional image token
+    for the processor), "pooled" (the mean only: one image token) or "spatial"."""
 
     model_type = MODEL_TYPE
 
@@ -49,10 +55,34 @@ class EfficientNetLiteConfig(PretrainedConfig):
         self.image_size = image_size
         self.batch_norm_eps = batch_norm_eps
         self.tunable_blocks = tunable_blocks
+        self.image_tokens_kind = kwargs.pop("image_tokens_kind", "spatial+pooled")
+        if self.image_tokens_kind not in IMAGE_TOKEN_KINDS:
+            raise ValueError(f"image_tokens_kind {self.image_tokens_kind!r}: one of {', '.join(IMAGE_TOKEN_KINDS)}")
         # The total stride: one token per patch_size x patch_size pixels (the processor's token count).
         self.patch_size = 2 ** (1 + sum(1 for s in self.stages if s[2] == 2))
         self.num_hidden_layers = sum(s[0] for s in self.stages)
         super().__init__(**kwargs)
+
+    @property
+    def spatial_tokens(self) -> bool:
+        return self.image_tokens_kind != "pooled"
+
+    @property
+    def pooled_token(self) -> bool:
+        return self.image_tokens_kind != "spatial"
+
+    def image_tokens(self) -> tuple[int, int]:
+        """(pixels a side per image token, tokens after the spatial ones): the processor's ``patch_size`` and
+        ``num_additional_image_tokens`` (the pooled token alone: one token for the whole image)."""
+        if not self.spatial_tokens:
+            return self.image_size, 0
+        return self.patch_size, int(self.pooled_token)
+
+    @property
+    def image_token_count(self) -> int:
+        """Image tokens per image at ``image_size`` (the LLaVA config's ``image_seq_length``)."""
+        side, extra = self.image_tokens()
+        return (self.image_size // side) ** 2 + extra
 
 
 class SameConv2d(nn.Conv2d):
@@ -100,8 +130,8 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLiteVisionModel(PreTrainedModel):
-    """The tower: pixels (B, 3, H, W) -> ``hidden_states[-1]`` (B, H/32 * W/32, hidden_size), ``pooler_output``
-    the mean token (the ImageNet head's input)."""
+    """The tower: pixels (B, 3, H, W) -> ``hidden_states[-1]`` (B, H/32 * W/32 [+ 1 pooled] or 1, hidden_size),
+    ``pooler_output`` the mean of the spatial tokens (the ImageNet head's input)."""
 
     config_class = EfficientNetLiteConfig
     config: EfficientNetLiteConfig
@@ -151,11 +181,15 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs) -> BaseModelOutputWithPooling:
         fmap = self.feature_map(pixel_values.to(self.conv_stem.weight.dtype))
-        tokens = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
-        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=tokens.mean(1), hidden_states=(tokens,))
+        spatial = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        pooled = spatial.mean(1)
+        parts = ([spatial] if self.config.spatial_tokens else []) + ([pooled[:, None]] if self.config.pooled_token else [])
+        tokens = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,))
 
     def class_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The ImageNet head on the mean of ``tokens`` (B, T, C) (or on pooled features (B, C))."""
+        """The ImageNet head on the mean of ``tokens`` (B, T, C) (or on pooled features (B, C)). The mean of the
+        spatial tokens and their pooled token is the pooled token: the same logits with or without it."""
         pooled = tokens.mean(1) if tokens.dim() == 3 else tokens
         return self.classifier(pooled)
 

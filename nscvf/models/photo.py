@@ -1,7 +1,7 @@
 """The photo model (issue 17): a real LLaVA whose vision tower is the pretrained EfficientNet-Lite0.
 
 ``build(arch, corpus, tower)`` returns ``(model, processor)``: the tower (pretrained, or random for tests), a
-2-layer projector from its 1280 features to a small Llama, and a BPE tokenizer trained offline on ``corpus``
+2-layer projector from its 1280 features (49 spatial tokens and their global average pool) to a small Llama, and a BPE tokenizer trained offline on ``corpus``
 (the concept table's questions and answers). ``nscvf train-base --photo`` trains the projector and the language
 model; the result is committed under ``assets/photo_model``.
 """
@@ -27,10 +27,12 @@ class PhotoArch:
     text_heads: int = 4
     vocab_size: int = 1200
     tunable_blocks: int = 4  # LoRA on the 1x1 convs of the last blocks and the head (plus the projector)
+    spatial_tokens: bool = True  # False: the tower's pooled token only (one image token)
     vision: dict | None = None  # EfficientNetLiteConfig overrides (tests: a tiny tower)
 
 
-def build_processor(arch: PhotoArch, corpus: list[str], patch_size: int):
+def build_processor(arch: PhotoArch, corpus: list[str], patch_size: int, extra_tokens: int = 1):
+    """``patch_size``: pixels a side per spatial image token; ``extra_tokens``: tokens after them (the pooled one)."""
     from transformers import (  # transformers: heavy, only when a model is built
         CLIPImageProcessorPil,
         LlavaProcessor,
@@ -49,7 +51,7 @@ def build_processor(arch: PhotoArch, corpus: list[str], patch_size: int):
     )
     return LlavaProcessor(
         image_processor=image_processor, tokenizer=tok, patch_size=patch_size, vision_feature_select_strategy="full",
-        chat_template=embedded.CHAT_TEMPLATE, num_additional_image_tokens=0, image_token=embedded.IMAGE_TOKEN,
+        chat_template=embedded.CHAT_TEMPLATE, num_additional_image_tokens=extra_tokens, image_token=embedded.IMAGE_TOKEN,
     )  # fmt: skip
 
 
@@ -65,7 +67,7 @@ def build_config(arch: PhotoArch, tokenizer, vision: EfficientNetLiteConfig):
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(embedded.IMAGE_TOKEN),
         vision_feature_layer=-1, vision_feature_select_strategy="full",
-        image_seq_length=(arch.image_size // vision.patch_size) ** 2, projector_hidden_act="gelu",
+        image_seq_length=vision.image_token_count, projector_hidden_act="gelu",
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )  # fmt: skip
 
@@ -75,8 +77,10 @@ def build(arch: PhotoArch, corpus: list[str], tower: EfficientNetLiteVisionModel
     a new LLaVA, or a random tower of ``arch.vision``'s sizes; the projector and language model random."""
     from transformers import LlavaForConditionalGeneration  # transformers: as above
 
-    vision = EfficientNetLiteConfig(image_size=arch.image_size, tunable_blocks=arch.tunable_blocks, **(arch.vision or {}))
-    processor = build_processor(arch, corpus, vision.patch_size)
+    vision = EfficientNetLiteConfig(image_size=arch.image_size, tunable_blocks=arch.tunable_blocks,
+                                    image_tokens_kind="spatial+pooled" if arch.spatial_tokens else "pooled",
+                                    **(arch.vision or {}))  # fmt: skip
+    processor = build_processor(arch, corpus, *vision.image_tokens())
     config = build_config(arch, processor.tokenizer, vision)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
@@ -89,14 +93,14 @@ def build(arch: PhotoArch, corpus: list[str], tower: EfficientNetLiteVisionModel
     return model.eval(), processor
 
 
-# A tower small enough for tests (milliseconds per image at 32 px; 2 tokens a side).
+# A tower small enough for tests (milliseconds per image at 32 px; 16 tokens, plus the pooled one).
 TINY_VISION = {"stages": [[1, 3, 1, 1, 8, 8], [1, 3, 2, 2, 8, 12], [2, 3, 2, 2, 12, 16]], "stem_channels": 8,
                "hidden_size": 24, "num_classes": 10}  # fmt: skip
 
 
-def build_tiny(seed: int = 0, corpus: list[str] | None = None):
-    """A random-weight photo model of test size: a 3-stage tower at 32 px (4 tokens), a 2-layer Llama."""
+def build_tiny(seed: int = 0, corpus: list[str] | None = None, spatial_tokens: bool = True):
+    """A random-weight photo model of test size: a 3-stage tower at 32 px (16 + 1 pooled tokens), a 2-layer Llama."""
     corpus = corpus or ["What is this? This is a cat. I don't know what this is. An animal."] * 20
     arch = PhotoArch(image_size=32, text_hidden=64, text_layers=2, text_intermediate=128, vocab_size=320, tunable_blocks=2,
-                     vision=TINY_VISION)  # fmt: skip
+                     spatial_tokens=spatial_tokens, vision=TINY_VISION)  # fmt: skip
     return build(arch, corpus, seed=seed)
