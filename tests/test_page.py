@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (not installed)
 
+from nscvf import world  # noqa: E402
 from nscvf.method.result import UnlearnResult  # noqa: E402
 from webapp.page import app as page_app  # noqa: E402
 from webapp.page import upload  # noqa: E402
@@ -28,7 +29,7 @@ from webapp.page.teach import Probe  # noqa: E402
 from webapp.page.timeline import Download  # noqa: E402
 from webapp.state import runtime  # noqa: E402
 from webapp.state.records import RequestRecord  # noqa: E402
-from webapp.state.settings import ADVANCED, Settings  # noqa: E402
+from webapp.state.settings import ADVANCED, FIRST_EXAMPLE, Settings  # noqa: E402
 from webapp.views import forget as views  # noqa: E402
 
 # What the browser tests and a visitor know each output by (its element id): a field wired to another
@@ -56,6 +57,7 @@ def test_default_settings_point_at_the_repository_assets(tmp_path):
     demo, page = page_app.build(s, runtime.local(s, None, None, warm_up=False))
     captions = [item["caption"] for item in page.upload.examples.value]
     assert captions == [c.name for c in upload.example_characters(s.examples_dir)] and len(captions) >= 16
+    assert captions[0] == FIRST_EXAMPLE and sorted(captions) == sorted(c.name for c in world.CHARACTERS)  # issue 19
 
 
 def _event(demo: gr.Blocks, api_name: str):

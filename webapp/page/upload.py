@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from nscvf import world
 from nscvf.errors import InputError, NSCVFError
 from nscvf.images import load_image
 from webapp.page.ask import QUESTION
@@ -18,7 +17,7 @@ from webapp.page.common import Page, lanes
 from webapp.service.ask import identify
 from webapp.service.form import image_paths
 from webapp.state import runtime
-from webapp.state.settings import IMAGE_TYPES, Settings
+from webapp.state.settings import IMAGE_TYPES, Settings, example_characters
 from webapp.views.verdict import identify_note
 
 log = logging.getLogger("nscvf.app")
@@ -31,10 +30,6 @@ class Upload(NamedTuple):
     name: gr.Textbox
     name_note: gr.Markdown
     retain_files: gr.File
-
-
-def example_characters(examples_dir: Path) -> list:
-    return [c for c in world.CHARACTERS if (examples_dir / c.key).is_dir()]
 
 
 def example_files(examples_dir: Path, key: str) -> list[str]:

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nscvf import world
 from nscvf.images import MAX_FILE_BYTES
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import all_methods
@@ -41,6 +42,18 @@ ADVANCED = [
 # collapses the embedded model (every character becomes one name, retain 100% -> 6%); energy=1e-12 keeps no
 # null-space direction, so every request fails. Steps: capped by the time limit (:func:`steps_max`).
 APP_RANGES = {"lr": (1e-5, 1e-2), "energy": (1e-3, 0.5)}
+# The first example, the one a presenter clicks: a character whose default Forget shows no collateral damage,
+# with a gold record for the relearning verdict (scripts/example_damage.py, issue 19: Dravik, Tobbin, Kestrin
+# and Lunet none; Mirel's look-alike Fenna and Wrenna each lost one of 4 quiz renders, all 13 questions on it).
+FIRST_EXAMPLE = "Dravik"
+
+
+def example_characters(examples_dir: Path) -> list:
+    """The world characters with bundled example renders: :data:`FIRST_EXAMPLE` first, then the world's order."""
+    chars = [c for c in world.CHARACTERS if (examples_dir / c.key).is_dir()]
+    return sorted(chars, key=lambda c: c.name != FIRST_EXAMPLE)
+
+
 # First guesses of a request's cost on a small CPU, refined by every finished request (runtime.Estimate).
 SECONDS_PER_STEP = 0.4
 OVERHEAD_S = 20.0  # references, null space, answers before/after, plots

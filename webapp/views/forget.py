@@ -240,6 +240,14 @@ def numbers_note(rec: RequestRecord) -> str:
 # --------------------------------------------------------------------------------------- statuses
 
 
+QUIZ_DAMAGE_MEANS = (
+    "*What the warning means:* the quiz of section 5 asks every retained character the same questions about the "
+    "same renders before and after this request; the characters named above now answer some of them wrongly (the "
+    "questions about one render move together: a render the model no longer recognises costs every question on "
+    "it). A look-alike shares the target's shape and colour, the very features forgetting has to move."
+)
+
+
 def forget_status(rec: RequestRecord, k: int) -> str:
     """The status line of a finished request: what it measured (forgotten or not, which images are still
     named, by what), the warnings from before training, and collateral damage with Undo one click away."""
@@ -262,6 +270,8 @@ def forget_status(rec: RequestRecord, k: int) -> str:
         out.append(f"Before training: {sentences(before)}.")
     if o.warnings:
         out.append(f"⚠ **Collateral damage:** {sentences(o.warnings)}. Press **Undo last** to go back.")
+        if any("quiz items" in w for w in o.warnings):  # a quiz drop (retain_damage): say what it counts
+            out.append(QUIZ_DAMAGE_MEANS)
     if o.partial:
         out.append("Training stopped at the time limit; what it learned is kept and measured above (lower Steps to finish).")
     pending = rec.evaluation not in ("none", "cancelled") and not (rec.evals and rec.evals.mode == rec.evaluation)
