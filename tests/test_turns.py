@@ -105,3 +105,37 @@ def test_cancel_drops_a_waiting_job():
                 pass
         place = turns.place(turns.join("c", 10))
         assert place.ahead == 1 and place.eta_s <= 30  # only a (running) ahead: b left the lane
+
+
+def test_eta_counts_the_expected_seconds_and_the_lane_the_most():
+    """A request that stops once forgotten runs fewer steps than its Steps: the ETAs behind it count its
+    expected seconds; its lane is chosen by the most it may take (a long job stays in the long lane)."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60, poll_s=0.05)
+    release, started = threading.Event(), threading.Event()
+
+    def run():
+        with turns.turn("b", 40, expected=20):
+            started.set()
+            release.wait(30)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(5)
+    waiting = turns.join("c", 40, expected=20)
+    assert 19 <= turns.place(waiting).eta_s <= 20  # b's 20 s expected, not its 40 s at most
+    assert turns.join("d", 400, expected=30).long  # long by its most, whatever it is expected to take
+    release.set()
+    t.join(5)
+
+
+def test_estimate_expects_the_share_of_steps_a_request_runs():
+    from nscvf.method.config import UnlearnConfig
+    from webapp.state.runtime import Estimate
+
+    e = Estimate(seconds_per_step=1.0, before_s=5.0, after_s=5.0, steps_share=0.5)
+    cfg = UnlearnConfig(steps=40)
+    assert e.seconds(40) == 50 and e.expected_seconds(cfg) == 30  # 20 of 40 steps expected
+    assert e.expected_seconds(cfg.replace(stop_when_forgotten=False)) == 50  # runs every step
+    assert e.expected_seconds(UnlearnConfig(steps=4, min_steps=4)) == 14  # never fewer than min_steps
+    e.update({}, None, steps_share=0.25)  # a request that stopped at 10 of 40 steps
+    assert e.steps_share == 0.375 and e.expected_seconds(cfg) == e.seconds(15)

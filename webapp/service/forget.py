@@ -53,7 +53,9 @@ def train(rt: Runtime, sess: Session, job: Job, req: ForgetRequest, target: str 
     stop_after = max(1.0, rt.settings.time_limit - margin)
     rec = run_job(job, lambda: compute(rt, sess, req, target, job, stop_after), progress=job.progress,
                   time_limit=rt.settings.time_limit, name=f"forget-{sess.sid[:8]}", margin=margin)  # fmt: skip
-    rt.estimate.update(rec.result.timings, rec.job_s)
+    r = rec.result
+    ran_out = r.config.get("stop_when_forgotten") and not r.partial and r.config.get("steps")  # stopped on its own
+    rt.estimate.update(r.timings, rec.job_s, r.steps_run / r.config["steps"] if ran_out else None)
     return rec
 
 
@@ -86,7 +88,7 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         else:
             n_before = len(chain)
             try:
-                with turn(rt, sess, job, rt.estimate.seconds(req.cfg.steps), progress):
+                with turn(rt, sess, job, rt.estimate.seconds(req.cfg.steps), progress, rt.estimate.expected_seconds(req.cfg)):
                     rec = train(rt, sess, job, req, target).replace(key=key)
             except Cancelled:
                 why = "time limit" if job.timed_out else "cancelled"

@@ -35,9 +35,19 @@ class Estimate:
     seconds_per_step: float = SECONDS_PER_STEP
     before_s: float = OVERHEAD_S / 2  # reading, base answers, references, null space
     after_s: float = OVERHEAD_S / 2  # measuring, retained answers, plots
+    # The share of its Steps a request that stops once forgotten runs (a moving average; first guess 0.5:
+    # six examples at the defaults ran 10-16 of 40 steps, one 40; issue 19's ETA, 1.9x its wait at load 13).
+    steps_share: float = 0.5
 
     def seconds(self, steps: int) -> float:
+        """At most: every step run (the time limit's and the lanes' figure)."""
         return self.before_s + steps * self.seconds_per_step + self.after_s
+
+    def expected_seconds(self, cfg) -> float:
+        """As expected: a request that stops once forgotten (``cfg.stop_when_forgotten``) runs about
+        :attr:`steps_share` of its steps, never fewer than ``cfg.min_steps`` (the turns' ETAs)."""
+        share = self.steps_share if cfg.stop_when_forgotten else 1.0
+        return self.seconds(min(cfg.steps, max(cfg.min_steps, round(share * cfg.steps))))
 
     def steps_max(self, time_limit: float) -> int:
         return steps_max(time_limit, self.seconds_per_step, self.before_s + self.after_s)
@@ -46,7 +56,11 @@ class Estimate:
         """Seconds before the time limit at which training must stop to be measured in time."""
         return max(5.0, 1.5 * self.after_s + 2 * self.seconds_per_step)
 
-    def update(self, timings: dict, job_s: float | None) -> None:
+    def update(self, timings: dict, job_s: float | None, steps_share: float | None = None) -> None:
+        """Fold in a finished request: its timings, its job's seconds, and the share of its Steps it ran
+        (``steps_share``: given for a request that stops once forgotten and ran to its own end)."""
+        if steps_share is not None:
+            self.steps_share = round(0.5 * self.steps_share + 0.5 * min(1.0, max(0.0, float(steps_share))), 3)
         t = timings or {}
         sps, opt = t.get("seconds_per_step"), t.get("optimise")
         if sps:

@@ -33,7 +33,9 @@ class Full(NSCVFError):
 
 @dataclass
 class Ticket:
-    """One job's place: its estimated seconds, its lane, when it was queued and when it started."""
+    """One job's place: its estimated seconds at most (they choose its lane) and as expected (the ETAs count
+    those: a request that stops once forgotten runs fewer steps than its Steps), its lane, when it was queued
+    and when it started."""
 
     sid: str
     seconds: float
@@ -41,6 +43,11 @@ class Ticket:
     n: int = 0
     queued: float = field(default_factory=time.time)
     started: float | None = None
+    expected: float | None = None  # None: ``seconds``
+
+    @property
+    def expected_s(self) -> float:
+        return self.seconds if self.expected is None else min(self.seconds, self.expected)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Turns:
         # model): each running job of the other lane makes this one's about 1.5x slower (measured: a
         # default request took 36 s alone, 57 s beside a long one, at load 19).
         share = 1.0 + SHARED_SLOWDOWN * sum(1 for t in self._tickets if t.started is not None and t.long != ticket.long)
-        free = [max(0.0, t.seconds * share - (now - t.started)) for t in running]
+        free = [max(0.0, t.expected_s * share - (now - t.started)) for t in running]
         free += [0.0] * max(0, self._capacity(ticket.long) - len(free))
         heapq.heapify(free)
         for t in lane:
@@ -85,7 +92,7 @@ class Turns:
             start = heapq.heappop(free)
             if t is ticket:
                 return start
-            heapq.heappush(free, start + t.seconds * share)
+            heapq.heappush(free, start + t.expected_s * share)
         return 0.0
 
     def place(self, ticket: Ticket) -> Place:
@@ -99,9 +106,10 @@ class Turns:
         first_waiting = next(t for t in lane if t.started is None)
         return running < self._capacity(ticket.long) and first_waiting is ticket
 
-    def join(self, sid: str, seconds: float, turn_s: float | None = None) -> Ticket:
-        """Queue a job of ``seconds`` (estimated; long when over ``turn_s``, default the turn's seconds);
-        :class:`Full` when it is long and the long lane is full."""
+    def join(self, sid: str, seconds: float, turn_s: float | None = None, expected: float | None = None) -> Ticket:
+        """Queue a job of ``seconds`` (estimated at most; long when over ``turn_s``, default the turn's seconds)
+        and ``expected`` seconds (the ETAs'; default ``seconds``); :class:`Full` when it is long and the long
+        lane is full."""
         turn_s = max(self.turn_s, turn_s or 0.0)
         long = seconds > turn_s
         with self._lock:
@@ -113,7 +121,7 @@ class Turns:
                     f"{len(self._lane(True))} long request(s) of other visitors run or wait already: lower Steps so that "
                     f"it fits a turn, or try again in about {wait:.0f} s"
                 )
-            ticket = Ticket(sid, float(seconds), long, next(self._count))
+            ticket = Ticket(sid, float(seconds), long, next(self._count), expected=expected)
             self._tickets.append(ticket)
             return ticket
 
@@ -142,9 +150,10 @@ class Turns:
 
     @contextmanager
     def turn(self, sid: str, seconds: float, cancel: threading.Event | None = None, waiting=None,
-             turn_s: float | None = None):  # fmt: skip
-        """Run the body in a turn (see :meth:`wait`; ``turn_s``: :meth:`join`); yields the seconds waited."""
-        ticket = self.join(sid, seconds, turn_s)
+             turn_s: float | None = None, expected: float | None = None):  # fmt: skip
+        """Run the body in a turn (see :meth:`wait`; ``turn_s``, ``expected``: :meth:`join`); yields the
+        seconds waited."""
+        ticket = self.join(sid, seconds, turn_s, expected)
         try:
             yield self.wait(ticket, cancel, waiting)
         finally:
