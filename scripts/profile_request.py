@@ -2,7 +2,12 @@
 request on the embedded model, with the process's caches off and on, side by side in one run (issue 20).
 
     python scripts/profile_request.py --json runs/profile_request.json [--target Dravik] [--warmup Mirel]
-        [--profile-target Quessa] [--steps 40] [--top 25] [--modes off,on]
+        [--profile-target Quessa] [--steps 40] [--top 25] [--modes off,on] [--cold]
+    python scripts/profile_request.py --app --json runs/profile_app.json [--warmup Mirel] [--target Tobbin]
+
+``--app``: the app's click -> answers path instead (the service's Forget and the views, without Gradio; see
+:func:`run_app`). ``--cold``: no warm-up request (the process's first request is the measured one).
+Every measured request prints wall and CPU seconds (``time.process_time``) and the load average.
 
 Per mode: the process memo (``nscvf.cache.memo``: renders, image inputs, features, covariances and text
 answers of a model state) is switched off or on and emptied, and the mode gets its own disk result cache in a
@@ -181,8 +186,9 @@ def _app_click(rt, sid: str, character: str, steps: int) -> dict:
 
 def run_app(vlm, args) -> dict:
     """The app's click -> answers path without Gradio (the service and the views on a private runtime with
-    its own data dir, UMAP's worker warm): a first click (``--cold``: the first request of this process),
-    then ``--warmup``'s example, then ``--target``'s from a new session (a warm new example), profiled."""
+    its own data dir, UMAP's worker warm): a first click on ``--warmup``'s example (the process's first
+    request), then ``--target``'s from a new session (a warm new example), its engine request under cProfile (the
+    retained answers, plots and views are timed apart)."""
     from webapp.state import runtime
     from webapp.state.settings import Settings
 
@@ -192,13 +198,23 @@ def run_app(vlm, args) -> dict:
 
     rt = runtime.local(settings, vlm, Cache(tmp / "data" / "cache"))
     rt.warmup.wait(300)  # as on a Space some minutes after start
+    from nscvf.method import chain as engine
+
+    run_request, prof = engine.run_request, cProfile.Profile()
+
+    def profiled(*a, **k):  # the request runs in the job's own thread: profile it there (cProfile sees one)
+        prof.enable()
+        try:
+            return run_request(*a, **k)
+        finally:
+            prof.disable()
+
     try:
         first = _app_click(rt, "first", args.warmup, args.steps)
-        prof = cProfile.Profile()
-        prof.enable()
+        engine.run_request = profiled
         warm = _app_click(rt, "warm", args.target, args.steps)
-        prof.disable()
     finally:
+        engine.run_request = run_request
         shutil.rmtree(tmp, ignore_errors=True)
     warm["top_cumulative"], warm["top_own_time"] = _top(prof, args.top, "cumtime"), _top(prof, args.top, "tottime")
     for what, row in (("first click of the process", first), ("warm new example (profiled)", warm)):
@@ -208,7 +224,7 @@ def run_app(vlm, args) -> dict:
             print(f"  request {k:<14}{v:8.3f} s")
         for k, (w, c) in row["parts_wall_cpu_s"].items():
             print(f"  {k:<22}{w:8.3f} s ({c:.3f} CPU s)")
-    print("  top functions by cumulative time (the profiled click):")
+    print("  top functions by cumulative time (the profiled click's engine request, in the job's thread):")
     for r in warm["top_cumulative"]:
         print(f"    {r['cumtime']:8.3f} s {r['calls']:>8}  {r['function']}")
     return {"first": first, "warm": warm}

@@ -149,7 +149,8 @@ class SharedBase:
         model is in training mode when ``train``. Inside another ``using`` block, what was active (and the
         mode) is restored afterwards; the outermost block leaves its adapters and mode as they are, because
         every use of the model selects its own on entry: restoring them cost two ``set_adapter`` and two
-        ``train`` walks over all modules per training step and per call (issue 20: ~25 ms a step)."""
+        ``train`` walks over all modules per training step and per call (issue 20: 3-9% of a warm request's CPU
+        time, benchmarks/issue20/using_ab.py)."""
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
@@ -169,6 +170,7 @@ class SharedBase:
                     self._mode(was_training)
                     if before is not None and before != names:
                         self._activate(before)
+
 
 def release(shared: SharedBase, names: list[str]) -> None:
     """Delete a chain's adapters (called when the chain is closed or garbage-collected)."""
