@@ -15,7 +15,10 @@
    (a restart loses nothing finished).
 
 Uses a fresh data dir (a temporary one unless --data-dir) so that nothing is cached before step 2.
-Prints the numbers and writes them as JSON to --json.
+Prints the numbers and writes them as JSON to --json: wall seconds, and beside each Forget the CPU seconds
+of the app's process and the load average (the machine may be shared). The app warms up before it serves
+(``NSCVF_WARMUP``, default on: serving then includes the model load and the warm-up request).
+``--app-root DIR`` runs another checkout's app.py with this script (back-to-back A/B runs).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(port: int, data: Path, tmp: Path, log) -> tuple[subprocess.Popen, float]:
+def start(port: int, data: Path, tmp: Path, log, root: Path = ROOT) -> tuple[subprocess.Popen, float]:
     env = {
         **os.environ,
         "GRADIO_SERVER_PORT": str(port),
@@ -58,7 +61,8 @@ def start(port: int, data: Path, tmp: Path, log) -> tuple[subprocess.Popen, floa
         "PYTHONUNBUFFERED": "1",
     }
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env["PYTHONPATH"] = str(root)  # its own packages, not an editable install's
+    proc = subprocess.Popen([sys.executable, str(root / "app.py")], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     while time.time() - t0 < 120:
         if proc.poll() is not None:
             raise SystemExit(f"app exited with {proc.returncode}; see {log.name}")
@@ -82,12 +86,27 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
-def request(url: str, args, evaluation: str = "none") -> tuple[dict, float, list, float, list]:
+def cpu_seconds(proc) -> float | None:
+    """CPU seconds (user + system) the app's own process has used so far (Linux /proc; None elsewhere): the
+    machine may be shared, and CPU time is what its load moves least."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+CPU: dict = {}  # what request() measured last: the app process's CPU seconds for its Forget, the load average before
+
+
+def request(url: str, args, evaluation: str = "none", proc=None) -> tuple[dict, float, list, float, list]:
     """One Forget as the browser runs it: the answers and plots (timed), then the accuracies (timed)."""
     from gradio_client import Client
 
     # download_files=False: a browser fetches output images lazily; the uploads (8 small PNGs) are timed.
     c = Client(url, analytics_enabled=False, verbose=False, download_files=False)
+    c0 = cpu_seconds(proc) if proc is not None else None
+    CPU["load"] = [round(v, 2) for v in os.getloadavg()]
     t0 = time.time()
     job = c.submit(*args, api_name="/forget")
     stages = []
@@ -101,6 +120,8 @@ def request(url: str, args, evaluation: str = "none") -> tuple[dict, float, list
         time.sleep(0.05)
     out = job.result()
     dt = time.time() - t0
+    c1 = cpu_seconds(proc) if proc is not None else None
+    CPU["forget"] = None if c0 is None or c1 is None else round(c1 - c0, 2)
     t1 = time.time()
     nums = c.predict(evaluation, api_name="/numbers") if evaluation != "none" else None
     return out, dt, stages, time.time() - t1, nums
@@ -162,6 +183,7 @@ def parse_args(argv=None):
     p.add_argument("--evaluation", default="quick", choices=["quick", "none", "full"])
     p.add_argument("--method", default="nscvf")
     p.add_argument("--data-dir", default=None, help="data dir (default: a fresh temporary one)")
+    p.add_argument("--app-root", default=None, help="run this checkout's app.py (default: this script's; A/B runs)")
     return p.parse_args(argv)
 
 
@@ -210,10 +232,14 @@ def main(argv=None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
-        proc, res["serving_s"] = start(port, data, tmp, log)
+        root = Path(args.app_root).resolve() if args.app_root else ROOT
+        res["app_root"] = str(root)
+        proc, res["serving_s"] = start(port, data, tmp, log, root)
+        res["serving_cpu_s"] = cpu_seconds(proc)
         out, res["example_request_s"], res["example_stages"], res["example_numbers_s"], nums = request(
-            url, fargs, args.evaluation
+            url, fargs, args.evaluation, proc
         )
+        res["example_request_cpu_s"], res["example_load_avg"] = CPU["forget"], CPU["load"]
         res["example_with_numbers_s"] = res["example_request_s"] + res["example_numbers_s"]
         res["example_plot_method"] = plot_method(out[8])
         res["example_status"] = out[0].split("\n")[0]
@@ -223,12 +249,13 @@ def main(argv=None) -> int:
         m2 = re.search(r"restored from the cache\*\* in ([\d.]+) s", out2[0])
         res["repeat_server_s"] = float(m2.group(1)) if m2 else None
         wargs = ([handle_file(str(q)) for q in warm_paths], *fargs[1:])
-        out4, res["warm_new_example_s"], _, _, _ = request(url, wargs, "none")
+        out4, res["warm_new_example_s"], _, _, _ = request(url, wargs, "none", proc)
+        res["warm_new_example_cpu_s"], res["warm_load_avg"] = CPU["forget"], CPU["load"]
         res["warm_new_example_status"] = out4[0].split("\n")[0]
         res["warm_new_example_plot_method"] = plot_method(out4[8])
         res["load_avg_after_warm"] = os.getloadavg()
         stop(proc)
-        proc, res["serving_after_restart_s"] = start(port, data, tmp, log)
+        proc, res["serving_after_restart_s"] = start(port, data, tmp, log, root)
         out3, res["repeat_after_restart_s"], _, res["repeat_after_restart_numbers_s"], _ = request(url, fargs, args.evaluation)
         res["repeat_after_restart_restored"] = "restored from the cache" in out3[0]
         stop(proc)

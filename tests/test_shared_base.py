@@ -191,3 +191,30 @@ def test_export_import_round_trip_and_foreign_base_refused(tiny, tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="bad.zip: not a zip file"):
         UnlearningChain.load(tiny, tmp_path / "bad.zip")
+
+
+def test_using_selects_its_own_state_and_restores_the_enclosing_one(tiny):
+    """The outermost ``using`` leaves its adapters and mode (every use selects its own; issue 20); a nested
+    one restores the enclosing block's, so that its body goes on with its own adapters and mode."""
+    from nscvf.method.shared import SharedBase
+
+    a, b = UnlearningChain(tiny), UnlearningChain(tiny)
+    a.forget(_images(3, 10), _images(4, 1), CFG.replace(steps=1), target="a")
+    b.forget(_images(3, 11), _images(4, 1), CFG.replace(steps=1), target="b")
+    shared, probe = SharedBase.of(tiny), _images(2, 99)
+    alone = {"a": a.vlm.image_features(probe)[1], "b": b.vlm.image_features(probe)[1], "base": tiny.image_features(probe)[1]}
+    names_a = a.vlm.adapters
+    with shared.using(names_a, train=True):
+        assert shared.model.training
+        assert torch.equal(b.vlm.image_features(probe)[1], alone["b"])  # nested: b's adapters, eval mode
+        assert shared._active == names_a and shared.model.training  # a's again, in training mode
+        with torch.no_grad():
+            inside = a.vlm.project_images(a.vlm.image_inputs(probe))  # the enclosing block's own state
+    assert all(m.training for m in shared.model.modules())
+    with shared.using(names_a):
+        ref = a.vlm.project_images(a.vlm.image_inputs(probe))
+    assert all(torch.equal(x, y) for x, y in zip(inside, ref))  # LoRA dropout is 0: train mode changes nothing here
+    # After the outermost block, the next call of any state selects its own adapters and mode.
+    for key, vlm in (("base", tiny), ("b", b.vlm), ("a", a.vlm), ("base", tiny)):
+        assert torch.equal(vlm.image_features(probe)[1], alone[key]), key
+        assert not any(m.training for m in shared.model.modules())

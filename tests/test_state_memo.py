@@ -54,12 +54,19 @@ def _same(a, b):
 
 
 def test_a_request_is_the_same_with_the_memo_off_and_on(embedded, memo_state):
+    from nscvf.method.shared import SharedBase
+    from nscvf.method.warmup import warm_up
+
     memo_state.configure(False)
+    assert warm_up(embedded, domain=SMALL) is None  # the app's warm-up with the memo off: nothing would be kept
     off = _chain_of_two(embedded)
     assert memo_state.stats() == {}  # off: nothing was kept
     memo_state.configure(True)
-    # Another session's request on the same first target fills the memo (the base model's features and chunks).
-    UnlearningChain(embedded, Cache(enabled=False), SMALL).forget(_forget_images("Dravik"), config=CFG, target="Dravik")
+    # The process's warm-up request (the app runs it before serving; on another target, the last character)
+    # fills the memo with the base model's features and chunks, and leaves no adapter behind.
+    adapters = SharedBase.of(embedded).adapter_names()
+    assert warm_up(embedded, domain=SMALL)["target"] == world.CHARACTERS[-1].name not in ("Dravik", "Mirel")
+    assert SharedBase.of(embedded).adapter_names() == adapters
     warm = memo_state.stats()
     on = _chain_of_two(embedded)
     _same(off, on)
@@ -141,3 +148,4 @@ def test_memo_budgets_errors_and_switch(monkeypatch):
     monkeypatch.setenv("NSCVF_MEMO", "0")
     off = Memo()
     assert not off.enabled and off.get("t", "k", lambda: 1) == 1 and off.stats() == {}
+

@@ -687,6 +687,20 @@ def test_on_zerogpu_the_jobs_are_decorated_before_launch(rt, monkeypatch):
     assert all(isinstance(d, int) and d > 0 for _, d in gpu.seen), gpu.seen  # each with its duration callable
 
 
+def test_warm_up_before_serving_never_keeps_the_page_from_serving(rt, monkeypatch):
+    """The warm-up request before launch (issue 20): none for a model without a warm-up example (this tiny
+    generic model: its requests need the visitor's images to keep); a failing one is logged, never raised."""
+    from webapp.service import jobs
+
+    assert jobs.warm_up(rt) is None
+
+    def fails(vlm):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(jobs, "engine_warm_up", fails)
+    assert jobs.warm_up(rt) is None
+
+
 class _Req:
     """What each kind's duration reads of a request (steps, states, mode, images)."""
 

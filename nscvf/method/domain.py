@@ -105,6 +105,11 @@ class Domain:
     def region_images(self) -> list[Image.Image]:
         return anchor_images()
 
+    def warmup_example(self) -> tuple[list[Image.Image], str | None] | None:
+        """Images and target of the process's warm-up request (:mod:`nscvf.method.warmup`), or None: none
+        (a generic model's requests need the caller's images to keep)."""
+        return None
+
     def protect_images(self, target: str | None) -> list[Image.Image]:
         """Images protected by the null space besides the retain set."""
         return []
@@ -211,6 +216,12 @@ class WorldDomain(Domain):
         imgs += [world.render(c, s) for c in kept if c.name in siblings for s in seeds]
         seeds = world.train_seeds(self.retain_per_distractor, world.SEEDS["retain_distractor"])
         return imgs + [world.render(d, s) for d in world.DISTRACTORS for s in seeds]
+
+    def warmup_example(self) -> tuple[list[Image.Image], str | None] | None:
+        """The last named character's training renders: a request on it draws every image set the others'
+        share (the app's example buttons start at the first characters, so their first click is not this)."""
+        c = world.CHARACTERS[-1]
+        return world.forget_examples(c), c.name
 
     def region_images(self) -> list[Image.Image]:
         ds, base = world.DISTRACTORS, world.SEEDS["region"]

@@ -38,6 +38,7 @@ class SharedBase:
         self.peft = None  # the PeftModel, once the first adapter exists
         self._active: tuple[str, ...] | None = ()
         self._mixed = True  # whether a submodule's train/eval mode may differ from the model's (see _mode)
+        self._depth = 0  # how many `using` blocks the lock's holder is inside (see using)
         self._ids = itertools.count(1)
         if vlm.model is vlm.base:  # the caller's own handle becomes the base view
             self.base_vlm = vlm
@@ -145,7 +146,11 @@ class SharedBase:
     @contextmanager
     def using(self, names, train: bool = False, trainable: str | None = None):
         """Hold the lock with exactly ``names`` active; ``trainable``'s parameters take gradients and the
-        model is in training mode when ``train``. What was active before is active again afterwards."""
+        model is in training mode when ``train``. Inside another ``using`` block, what was active (and the
+        mode) is restored afterwards; the outermost block leaves its adapters and mode as they are, because
+        every use of the model selects its own on entry: restoring them cost two ``set_adapter`` and two
+        ``train`` walks over all modules per training step and per call (issue 20: 3-9% of a warm request's CPU
+        time, benchmarks/issue20/using_ab.py)."""
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
@@ -154,14 +159,17 @@ class SharedBase:
             for p in params:
                 p.requires_grad_(True)
             self._mode(train)
+            self._depth += 1
             try:
                 yield
             finally:
+                self._depth -= 1
                 for p in params:
                     p.requires_grad_(False)
-                self._mode(was_training)
-                if before is not None and before != names:
-                    self._activate(before)
+                if self._depth > 0:  # the enclosing block continues with its own adapters and mode
+                    self._mode(was_training)
+                    if before is not None and before != names:
+                        self._activate(before)
 
 
 def release(shared: SharedBase, names: list[str]) -> None:

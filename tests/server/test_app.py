@@ -47,7 +47,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = AppServer(tmp_path_factory.mktemp("app"))
+    # The app as a Space runs it: the model and the engine's warm-up request before the page serves.
+    s = AppServer(tmp_path_factory.mktemp("app"), extra_env={"NSCVF_WARMUP": "1"}, timeout=240)
     yield s
     s.stop()
 
@@ -96,6 +97,13 @@ def test_progress_names_stages_and_updates_often(first):
     times = [t for t, d in first["progress"] if not d.startswith(("reading", "preparing", "waiting"))]
     gaps = np.diff(times)
     assert len(gaps) > 3 and gaps.max() <= 2.5, f"progress gap {gaps.max():.1f} s"
+
+
+def test_warm_up_ran_before_the_page_served(server, first):
+    """The warm-up request (on the last character, not an example the tests click) ran before serving."""
+    m = re.search(r"warm-up request on (\w+): ([\d.]+) s", server.log_path.read_text())
+    assert m and m.group(1) == world.CHARACTERS[-1].name, server.log()
+    assert "done" in first["out"][0]
 
 
 def test_result_panels_filled(first):

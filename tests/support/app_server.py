@@ -65,6 +65,8 @@ class AppServer:
         }
         # Keep UMAP's JIT cache between runs when the caller shares one (it only holds compiled code).
         env.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "nscvf" / "numba"))
+        # No warm-up request before serving (issue 20) unless a test asks for it: tests/server/test_app.py does.
+        env.setdefault("NSCVF_WARMUP", "0")
         env.update(extra_env or {})
         env = {k: v for k, v in env.items() if v is not None}
         root = Path(root or ROOT)

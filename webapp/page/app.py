@@ -106,7 +106,8 @@ def demo() -> gr.Blocks:
 
 
 def launch(**kwargs):
-    """Queue and serve; then load the model in the background, and warm UMAP up in a low-priority process."""
+    """Queue and serve; before that (``NSCVF_WARMUP``, default on) load the model and run the engine's warm-up
+    request, else load it in the background; warm UMAP up in a low-priority process."""
     settings = get_settings()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.data_dir / "numba"))  # UMAP's JIT survives restarts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,10 @@ def launch(**kwargs):
         css=CSS,
     )
     opts.update(kwargs)
-    jobs.prepare_gpu(runtime.current())  # ZeroGPU only: the model and the GPU functions before launch
+    rt = runtime.current()
+    if not jobs.prepare_gpu(rt) and settings.warm_up:  # ZeroGPU: the model and the GPU functions before launch
+        rt.warmup.start()  # UMAP's worker compiles beside the warm-up, at the lowest priority
+        jobs.warm_up(rt)  # off ZeroGPU: the model and the engine's warm-up request before the page serves
     out = page.launch(prevent_thread_lock=True, **opts)
     runtime.current().model.start()
     runtime.current().warmup.start()  # UMAP's worker process, warming up at the lowest priority

@@ -31,9 +31,10 @@ from nscvf.images import load_image
 from nscvf.method.chain import UnlearningChain
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.result import UnlearnResult
+from nscvf.method.warmup import warm_up as engine_warm_up
 from webapp.service.showcase import draw_figures
 from webapp.state.records import RequestRecord
-from webapp.state.runtime import Runtime
+from webapp.state.runtime import NotReady, Runtime
 from webapp.state.sessions import Job, Session
 from webapp.state.settings import POLL_S
 
@@ -61,6 +62,25 @@ def prepare_gpu(rt: Runtime) -> bool:
     for kind in zerogpu.JOBS:
         zerogpu.gpu_job(kind, GPU)
     return True
+
+
+def warm_up(rt: Runtime) -> dict | None:
+    """Before the page serves (off ZeroGPU, unless ``NSCVF_WARMUP=0``): load the model here and run the
+    engine's warm-up request (:func:`nscvf.method.warmup.warm_up`: the image sets, the base model's features
+    and covariances, torch's first passes), so that a first visitor's click is a warm request. Returns what
+    it did, or None; a failure is logged and the page serves anyway (the first request then does the work)."""
+    try:
+        vlm = rt.model.get()
+    except NotReady:
+        return None  # the page says why the model is missing
+    try:
+        out = engine_warm_up(vlm)
+    except Exception:  # noqa: BLE001  (never keeps the page from serving)
+        log.warning("warm-up failed (the first request does its work):\n%s", traceback.format_exc())
+        return None
+    if out is not None:
+        log.info("warm-up request on %s: %.1f s (%.1f CPU s)", out["target"], out["seconds"], out["cpu_seconds"])
+    return out
 
 
 def gpu_state(rt: Runtime, sess: Session, upto: int | None = None) -> zerogpu.ChainState:

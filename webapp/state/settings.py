@@ -7,7 +7,9 @@ Environment: ``NSCVF_MODEL`` (model folder or id; default the embedded model, re
 turn), ``NSCVF_TURN_S`` (60: a turn's seconds), ``NSCVF_MAX_STEPS`` (the Steps box's top; default what fits the time limit), ``NSCVF_LONG_CONCURRENCY`` (1: longer trainings at once, in
 their own lane: :mod:`webapp.state.turns`), ``NSCVF_LIGHT_CONCURRENCY`` (4: Ask, Undo, Reset, Evaluate and
 name inference at once, in their own lane: the engine holds the shared model per training step, so they
-wait at most a step behind another visitor's training).
+wait at most a step behind another visitor's training), ``NSCVF_WARMUP`` (1: before the page serves, load
+the model and run the engine's warm-up request, :mod:`nscvf.method.warmup`; 0: serve at once and load the
+model in the background, the first request then doing that work).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Settings:
     turn_s: int = 60  # a training estimated longer than this is long: it runs in the long lane
     long_concurrency: int = 1
     max_steps: int = 0  # the Steps box's top; 0: what fits the time limit at the first guesses of a step's cost
+    warm_up: bool = True  # load the model and run the engine's warm-up request before the page serves
 
     @property
     def steps_hi(self) -> int:
@@ -105,6 +108,7 @@ class Settings:
             turn_s=max(1, _env_int(env, "NSCVF_TURN_S", 60)),
             long_concurrency=max(1, _env_int(env, "NSCVF_LONG_CONCURRENCY", 1)),
             max_steps=max(0, _env_int(env, "NSCVF_MAX_STEPS", 0)),
+            warm_up=_env_int(env, "NSCVF_WARMUP", 1) != 0,
         )
 
 
