@@ -50,7 +50,7 @@ def test_tower_gives_tokens_of_its_feature_map(tiny_photo):
 
 
 def test_pooled_token_alone_is_one_image_token_and_loads_back(tmp_path):
-    vlm = wrap_model(*build_tiny(seed=2, spatial_tokens=False))
+    vlm = wrap_model(*build_tiny(seed=2, image_tokens="pooled"))
     cfg = vlm.base.config
     assert cfg.image_seq_length == 1
     ims = _images(2, seed=3)
@@ -64,6 +64,29 @@ def test_pooled_token_alone_is_one_image_token_and_loads_back(tmp_path):
     loaded = load_model(str(tmp_path), device="cpu")
     assert loaded.base.config.image_seq_length == 1 and not loaded.vision_tower().config.spatial_tokens
     q = ["What is this?"] * 2
+    assert vlm.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
+
+
+def test_head_token_is_the_heads_probabilities_and_loads_back(tmp_path):
+    vlm = wrap_model(*build_tiny(seed=4, image_tokens="head"))
+    cfg = vlm.base.config
+    assert cfg.image_seq_length == 1 and vlm.vision_tower().config.head_token
+    ims = _images(3, seed=5)
+    pv = vlm.processor.image_processor(images=ims, return_tensors="pt")["pixel_values"]
+    tower = vlm.vision_tower()
+    out = tower(pv)
+    t = out.hidden_states[-1]
+    k = cfg.vision_config.num_classes
+    assert t.shape == (3, 1, cfg.vision_config.hidden_size)
+    torch.testing.assert_close(t[:, 0, :k], tower.classifier(out.pooler_output).softmax(-1))
+    assert float(t[:, 0, k:].abs().max()) == 0.0  # zero padding after the classes
+    # class_logits from the head token: the same softmax as the head's own logits
+    torch.testing.assert_close(tower.class_logits(t).softmax(-1), tower.classifier(out.pooler_output).softmax(-1))
+    vlm.base.save_pretrained(tmp_path)
+    vlm.processor.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.vision_tower().config.image_tokens_kind == "head"
+    q = ["What is this?"] * 3
     assert vlm.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
 
 
@@ -168,3 +191,21 @@ def test_tower_matches_the_package_on_its_weights():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ref(x), ours.class_logits(ours(x).hidden_states[-1]), atol=1e-4)
+
+
+def test_a_chain_on_the_tower_saves_exports_and_loads_back(tmp_path):
+    """The archive checks adapter tensor shapes against the base model's LoRA layers: conv LoRA pairs too."""
+    from nscvf.method import UnlearningChain
+
+    vlm = wrap_model(*build_tiny(seed=6))
+    chain = UnlearningChain(vlm)
+    cfg = UnlearnConfig(steps=2, stop_when_forgotten=False, evaluate="none")
+    chain.forget(_images(3, seed=7), retain_images=_images(4, seed=8), config=cfg, target="a thing")
+    saved = chain.save(tmp_path / "saved")
+    zipped = chain.export(tmp_path / "chain.zip")
+    for source in (saved, zipped):
+        loaded = UnlearningChain.load(vlm, source)
+        assert loaded.state_fingerprint == chain.state_fingerprint
+        a, b = chain.adapter_state(), loaded.adapter_state()
+        assert any(v.dim() == 4 for v in a.values())  # the tower's conv LoRA weights are in it
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
