@@ -209,3 +209,48 @@ def test_a_chain_on_the_tower_saves_exports_and_loads_back(tmp_path):
         a, b = chain.adapter_state(), loaded.adapter_state()
         assert any(v.dim() == 4 for v in a.values())  # the tower's conv LoRA weights are in it
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_prefix_is_remembered_per_image_and_never_under_an_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = build_tiny(seed=9)
+    tower = model.model.vision_tower
+    x = torch.rand(3, 3, 32, 32)
+    want = tower._prefix(x)
+    got = tower.frozen_prefix(x)  # computed and remembered
+    torch.testing.assert_close(got, want)
+    assert len(tower._prefix_cache) == 3
+    x2 = torch.cat([x[1:], torch.rand(1, 3, 32, 32)])  # two seen images, one new: only the new one computed
+    torch.testing.assert_close(tower.frozen_prefix(x2)[:2], want[1:])
+    assert len(tower._prefix_cache) == 4
+    # the tunable blocks still run every time: their LoRA changes the output, the prefix does not
+    before = tower(x).hidden_states[-1]
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["model.vision_tower.blocks.2.project_conv"]))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    assert not torch.allclose(tower(x).hidden_states[-1], before)
+    # an adapter on a prefix module: the prefix is computed, not remembered
+    model2, _ = build_tiny(seed=9)
+    t2 = model2.model.vision_tower
+    get_peft_model(model2, LoraConfig(r=2, target_modules=["model.vision_tower.blocks.0.project_conv"]))
+    t2.frozen_prefix(x)
+    assert not t2.__dict__.get("_prefix_cache")
+
+
+def test_a_request_learns_the_same_with_and_without_the_prefix_cache(monkeypatch):
+    from nscvf.method import UnlearningChain
+    from nscvf.models import efficientnet
+
+    cfg = UnlearnConfig(steps=3, stop_when_forgotten=False, evaluate="none")
+    states = []
+    for size in (2048, 0):
+        monkeypatch.setattr(efficientnet, "PREFIX_CACHE_IMAGES", size)
+        chain = UnlearningChain(wrap_model(*build_tiny(seed=6)))
+        chain.forget(_images(3, seed=7), retain_images=_images(4, seed=8), config=cfg, target="a thing")
+        states.append(chain.adapter_state())
+    a, b = states
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

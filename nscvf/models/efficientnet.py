@@ -23,7 +23,9 @@ their class probabilities). Unlearning's LoRA on the last convolutions changes t
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,7 @@ LITE0_STAGES = [[1, 3, 1, 1, 32, 16], [2, 3, 2, 6, 16, 24], [2, 5, 2, 6, 24, 40]
 # p 0.94 with it, 0.82 with torchvision's ImageNet mean/std.
 PIXEL_MEAN = [127.0 / 255] * 3
 PIXEL_STD = [128.0 / 255] * 3
+PREFIX_CACHE_IMAGES = 2048  # frozen-prefix outputs remembered per tower (Lite0: 192 x 7 x 7 floats, 37 kB each)
 IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial", "head")
 
 
@@ -184,9 +187,42 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
             out += [f"blocks.{i}.{c}" for c in ("expand_conv", "project_conv") if getattr(self.blocks[i], c) is not None]
         return out + ["conv_head"]
 
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    @property
+    def first_tunable(self) -> int:
+        return max(0, len(self.blocks) - self.config.tunable_blocks)
+
+    def frozen_prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The stem and the blocks before the tunable ones: no LoRA reaches them, so the same pixels give the same
+        output under every adapter state. Remembered per image (its pixels' digest), up to ``PREFIX_CACHE_IMAGES``:
+        an unlearning request runs the same forget, retain and region images through them at every step and check
+        (the tower's cost is in its early, high-resolution blocks)."""
+        prefix = [self.conv_stem, *self.blocks[: self.first_tunable]]
+        if PREFIX_CACHE_IMAGES <= 0 or torch.is_grad_enabled() and pixel_values.requires_grad or _has_adapters(prefix):
+            return self._prefix(pixel_values)  # off, a gradient to the pixels, or an adapter where none is expected
+        keys = [hashlib.blake2b(x.detach().cpu().numpy().tobytes(), digest_size=16).digest() for x in pixel_values]
+        cache = self.__dict__.setdefault("_prefix_cache", OrderedDict())
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            with torch.no_grad():
+                out = self._prefix(pixel_values[missing])
+            for i, y in zip(missing, out):
+                cache[keys[i]] = y
+        out = torch.stack([cache[k] for k in keys])
+        for k in keys:
+            cache.move_to_end(k)
+        while len(cache) > PREFIX_CACHE_IMAGES:
+            cache.popitem(last=False)
+        return out
+
+    def _prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self.bn0(self.conv_stem(pixel_values)))
-        for block in self.blocks:
+        for block in self.blocks[: self.first_tunable]:
+            x = block(x)
+        return x
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.frozen_prefix(pixel_values)
+        for block in self.blocks[self.first_tunable :]:
             x = block(x)
         return F.relu6(self.bn1(self.conv_head(x)))
 
@@ -210,6 +246,10 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
             return tokens[:, 0, : self.config.num_classes].float().clamp_min(1e-30).log()
         pooled = tokens.mean(1) if tokens.dim() == 3 else tokens
         return self.classifier(pooled)
+
+
+def _has_adapters(modules) -> bool:
+    return any(hasattr(m, "lora_A") for mod in modules for m in mod.modules())
 
 
 AutoConfig.register(MODEL_TYPE, EfficientNetLiteConfig, exist_ok=True)
