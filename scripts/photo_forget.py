@@ -46,15 +46,43 @@ def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n:
     return forget, [photo_images.view(renders[i % len(renders)], rng) for i in range(6)]
 
 
+def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
+    """Teach ``name`` on 8 crops of a bundled photo; held-out crops of it named (>= 90%), crops of the other
+    bundled photos and the pool's other images called by it (<= 5%)."""
+    ims = {f[len("photo_") : -len(".jpg")]: im for _, f, im in bundled() if f.startswith("photo_")}
+    chain = UnlearningChain(vlm)
+    t1 = time.time()
+    chain.teach(photo_images.crops(ims[photo], 8, seed=1), name)
+    seconds = round(time.time() - t1, 1)
+    taught = chain.model_at(len(chain))
+    held = photo_eval.ask_names(taught, photo_images.crops(ims[photo], 8, seed=99))
+    others = [im for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    other_photos = [c for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
+    called = photo_eval.ask_names(taught, other_photos + others)
+    chain.close()
+    named = [name.lower() in a.lower() for a in called]
+    row = {"photo": photo, "name": name, "teach_seconds": seconds,
+           "heldout_named": round(sum(name.lower() in a.lower() for a in held) / len(held), 4), "heldout_n": len(held),
+           "other_photo_crops_called": round(sum(named[: len(other_photos)]) / len(other_photos), 4),
+           "other_photo_crops_n": len(other_photos),
+           "other_images_called": round(sum(named[len(other_photos) :]) / max(1, len(others)), 4),
+           "other_images_n": len(others), "targets": {"heldout_named": 0.9, "other_photo_crops_called": 0.05}}  # fmt: skip
+    print(json.dumps({k: v for k, v in row.items() if k != "targets"}), flush=True)
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(PHOTO_MODEL_DIR))
     p.add_argument("--out", default="runs/photo_forget.json")
     p.add_argument("--targets", nargs="*", default=[*PHOTO_TARGETS, *EMOJI_TARGETS])
+    p.add_argument("--teach", nargs="*", default=["rocket", "astronaut", "chelsea"],
+                   help="bundled photos to teach a new name on (8 crops each), then measure the name's reach")
     args = p.parse_args(argv)
     t0 = time.time()
     vlm = load_model(args.model, device="cpu")
     labels, images, before = photo_eval.evaluation_set(vlm)
+    teach_rows = [teach_row(vlm, photo, labels, images) for photo in args.teach]
     text_before = photo_eval.text_answers(vlm)
     rows = []
     for target in args.targets:
@@ -75,6 +103,7 @@ def main(argv=None) -> int:
                                               "text_identical", "request_seconds")}), flush=True)  # fmt: skip
         chain.close()
     out = {"command": "python scripts/photo_forget.py " + " ".join(argv or sys.argv[1:]), "pool_n": len(images),
+           "teach": teach_rows,
            "pool": dict(zip(labels, before)),
            "rows": rows, "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
