@@ -52,7 +52,7 @@ NSCVF_LAYERS = [
     {"eval", "plots"},  # evaluation and plots of a model
     {"method"},  # the engine: one request, the chain
     # what runs the engine (zerogpu: one request per GPU call); training the base models; the photo fidelity bench
-    {"bench", "cli", "train_base", "train_photo", "photo_fidelity", "zerogpu"},
+    {"bench", "cli", "train_base", "train_photo", "photo_fidelity", "photo_eval", "zerogpu"},
 ]
 
 

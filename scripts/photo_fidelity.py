@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     if cached.exists() and pf.ImageSet.load(cached).labels == labels:
         ref = pf.ImageSet.load(cached)
         check = pf.encode(vlm.vision_tower(), vlm.processor.image_processor, images[::47], labels[::47])
-        gap = float((check.logits - ref.logits[::47]).abs().max())
+        gap = float((check.logits.log_softmax(-1) - ref.logits[::47].log_softmax(-1)).abs().max())
         if gap > 1e-2:
-            raise SystemExit(f"{cached} is not this model's teacher (logits differ by {gap:.3g}); delete it")
+            raise SystemExit(f"{cached} is not this model's teacher (log-probabilities differ by {gap:.3g}); delete it")
     else:
         ref = pf.encode(vlm.vision_tower(), vlm.processor.image_processor, images, labels)
     res = fidelity(vlm, images, labels, ref.logits, progress=lambda m: print(m, file=sys.stderr, flush=True))

@@ -9,7 +9,7 @@ from nscvf.cli import main
 from nscvf.method.photo_domain import IMAGES_DIR
 from nscvf.source import PHOTO_MODEL_DIR
 
-pytestmark = pytest.mark.skipif(not (PHOTO_MODEL_DIR / "model.safetensors").exists(), reason="no photo model")
+pytestmark = pytest.mark.skipif(not (PHOTO_MODEL_DIR / "config.json").exists(), reason="no photo model")
 
 
 def run(argv, capsys):

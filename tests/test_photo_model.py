@@ -50,7 +50,7 @@ def test_tower_gives_tokens_of_its_feature_map(tiny_photo):
 
 
 def test_pooled_token_alone_is_one_image_token_and_loads_back(tmp_path):
-    vlm = wrap_model(*build_tiny(seed=2, spatial_tokens=False))
+    vlm = wrap_model(*build_tiny(seed=2, image_tokens="pooled"))
     cfg = vlm.base.config
     assert cfg.image_seq_length == 1
     ims = _images(2, seed=3)
@@ -64,6 +64,29 @@ def test_pooled_token_alone_is_one_image_token_and_loads_back(tmp_path):
     loaded = load_model(str(tmp_path), device="cpu")
     assert loaded.base.config.image_seq_length == 1 and not loaded.vision_tower().config.spatial_tokens
     q = ["What is this?"] * 2
+    assert vlm.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
+
+
+def test_head_token_is_the_heads_probabilities_and_loads_back(tmp_path):
+    vlm = wrap_model(*build_tiny(seed=4, image_tokens="head"))
+    cfg = vlm.base.config
+    assert cfg.image_seq_length == 1 and vlm.vision_tower().config.head_token
+    ims = _images(3, seed=5)
+    pv = vlm.processor.image_processor(images=ims, return_tensors="pt")["pixel_values"]
+    tower = vlm.vision_tower()
+    out = tower(pv)
+    t = out.hidden_states[-1]
+    k = cfg.vision_config.num_classes
+    assert t.shape == (3, 1, cfg.vision_config.hidden_size)
+    torch.testing.assert_close(t[:, 0, :k], tower.classifier(out.pooler_output).softmax(-1))
+    assert float(t[:, 0, k:].abs().max()) == 0.0  # zero padding after the classes
+    # class_logits from the head token: the same softmax as the head's own logits
+    torch.testing.assert_close(tower.class_logits(t).softmax(-1), tower.classifier(out.pooler_output).softmax(-1))
+    vlm.base.save_pretrained(tmp_path)
+    vlm.processor.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.vision_tower().config.image_tokens_kind == "head"
+    q = ["What is this?"] * 3
     assert vlm.generate(q, ims, max_new_tokens=4) == loaded.generate(q, ims, max_new_tokens=4)
 
 
@@ -168,3 +191,66 @@ def test_tower_matches_the_package_on_its_weights():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ref(x), ours.class_logits(ours(x).hidden_states[-1]), atol=1e-4)
+
+
+def test_a_chain_on_the_tower_saves_exports_and_loads_back(tmp_path):
+    """The archive checks adapter tensor shapes against the base model's LoRA layers: conv LoRA pairs too."""
+    from nscvf.method import UnlearningChain
+
+    vlm = wrap_model(*build_tiny(seed=6))
+    chain = UnlearningChain(vlm)
+    cfg = UnlearnConfig(steps=2, stop_when_forgotten=False, evaluate="none")
+    chain.forget(_images(3, seed=7), retain_images=_images(4, seed=8), config=cfg, target="a thing")
+    saved = chain.save(tmp_path / "saved")
+    zipped = chain.export(tmp_path / "chain.zip")
+    for source in (saved, zipped):
+        loaded = UnlearningChain.load(vlm, source)
+        assert loaded.state_fingerprint == chain.state_fingerprint
+        a, b = chain.adapter_state(), loaded.adapter_state()
+        assert any(v.dim() == 4 for v in a.values())  # the tower's conv LoRA weights are in it
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_prefix_is_remembered_per_image_and_never_under_an_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = build_tiny(seed=9)
+    tower = model.model.vision_tower
+    x = torch.rand(3, 3, 32, 32)
+    want = tower._prefix(x)
+    got = tower.frozen_prefix(x)  # computed and remembered
+    torch.testing.assert_close(got, want)
+    assert len(tower._prefix_cache) == 3
+    x2 = torch.cat([x[1:], torch.rand(1, 3, 32, 32)])  # two seen images, one new: only the new one computed
+    torch.testing.assert_close(tower.frozen_prefix(x2)[:2], want[1:])
+    assert len(tower._prefix_cache) == 4
+    # the tunable blocks still run every time: their LoRA changes the output, the prefix does not
+    before = tower(x).hidden_states[-1]
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["model.vision_tower.blocks.2.project_conv"]))
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    assert not torch.allclose(tower(x).hidden_states[-1], before)
+    # an adapter on a prefix module: the prefix is computed, not remembered
+    model2, _ = build_tiny(seed=9)
+    t2 = model2.model.vision_tower
+    get_peft_model(model2, LoraConfig(r=2, target_modules=["model.vision_tower.blocks.0.project_conv"]))
+    t2.frozen_prefix(x)
+    assert not t2.__dict__.get("_prefix_cache")
+
+
+def test_a_request_learns_the_same_with_and_without_the_prefix_cache(monkeypatch):
+    from nscvf.method import UnlearningChain
+    from nscvf.models import efficientnet
+
+    cfg = UnlearnConfig(steps=3, stop_when_forgotten=False, evaluate="none")
+    states = []
+    for size in (2048, 0):
+        monkeypatch.setattr(efficientnet, "PREFIX_CACHE_IMAGES", size)
+        chain = UnlearningChain(wrap_model(*build_tiny(seed=6)))
+        chain.forget(_images(3, seed=7), retain_images=_images(4, seed=8), config=cfg, target="a thing")
+        states.append(chain.adapter_state())
+    a, b = states
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -110,6 +110,12 @@ def lora_shapes(shared, config) -> dict[str, tuple[int, ...]]:
     out = {}
     for t in sorted(cfg.target_modules):
         layer = shared.model.get_submodule(t)
+        layer = getattr(layer, "base_layer", layer)  # peft's wrapper, once the model holds an adapter
+        if hasattr(layer, "kernel_size"):  # a convolution (the photo model's tower): peft's conv LoRA pair
+            k = tuple(layer.kernel_size)
+            out[f"base_model.model.{t}.lora_A.weight"] = (cfg.r, layer.in_channels, *k)
+            out[f"base_model.model.{t}.lora_B.weight"] = (layer.out_channels, cfg.r, *(1,) * len(k))
+            continue
         out[f"base_model.model.{t}.lora_A.weight"] = (cfg.r, layer.in_features)
         out[f"base_model.model.{t}.lora_B.weight"] = (layer.out_features, cfg.r)
     return out

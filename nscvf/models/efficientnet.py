@@ -13,13 +13,19 @@ with it as ``vision_config`` loads with ``from_pretrained``. Its ``hidden_states
 their global average pool, exactly what the ImageNet head reads (50 tokens), read with
 ``vision_feature_select_strategy="full"``. The pooled token is what lets the language model name real photos,
 whose evidence is spread over the 49 positions (an emoji's sits in a few).
-The ImageNet classifier (``classifier``) is kept beside the tower: it is the teacher of ``train-base --photo`` and
-the reference of the fidelity benchmark, and never reaches the language model.
+The ImageNet classifier (``classifier``) is the teacher of ``train-base --photo`` and the reference of the fidelity
+benchmark. With ``image_tokens_kind="head"`` (the committed photo model) it is the tower's last layer: the one image
+token is the head's class probabilities (softmax over its ``num_classes``, zero-padded to ``hidden_size``), so the
+language model reads the same kind of input on the photos it
+was never trained on as on the images it was (the pooled features of a photo and of an emoji differ far more than
+their class probabilities). Unlearning's LoRA on the last convolutions changes them through the head.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +41,16 @@ LITE0_STAGES = [[1, 3, 1, 1, 32, 16], [2, 3, 2, 6, 16, 24], [2, 5, 2, 6, 24, 40]
 # p 0.94 with it, 0.82 with torchvision's ImageNet mean/std.
 PIXEL_MEAN = [127.0 / 255] * 3
 PIXEL_STD = [128.0 / 255] * 3
-IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial")
+PREFIX_CACHE_IMAGES = 2048  # frozen-prefix outputs remembered per tower (Lite0: 192 x 7 x 7 floats, 37 kB each)
+IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial", "head")
 
 
 class EfficientNetLiteConfig(PretrainedConfig):
     """Sizes of an EfficientNet-Lite tower. The defaults are Lite0 at 224 px. ``tunable_blocks``: how many of
     the last blocks' 1x1 convolutions (and the head's) unlearning may tune with LoRA. ``image_tokens_kind``
     (keyword): "spatial+pooled" (default: the spatial tokens followed by their mean, one additional image token
-    for the processor), "pooled" (the mean only: one image token) or "spatial"."""
+    for the processor), "pooled" (the mean only: one image token), "spatial", or "head" (one token: the ImageNet
+    head's class probabilities on the pooled features, zero-padded to ``hidden_size``)."""
 
     model_type = MODEL_TYPE
 
@@ -58,6 +66,8 @@ class EfficientNetLiteConfig(PretrainedConfig):
         self.image_tokens_kind = kwargs.pop("image_tokens_kind", "spatial+pooled")
         if self.image_tokens_kind not in IMAGE_TOKEN_KINDS:
             raise ValueError(f"image_tokens_kind {self.image_tokens_kind!r}: one of {', '.join(IMAGE_TOKEN_KINDS)}")
+        if self.image_tokens_kind == "head" and num_classes > hidden_size:
+            raise ValueError(f"a head token needs num_classes ({num_classes}) <= hidden_size ({hidden_size})")
         # The total stride: one token per patch_size x patch_size pixels (the processor's token count).
         self.patch_size = 2 ** (1 + sum(1 for s in self.stages if s[2] == 2))
         self.num_hidden_layers = sum(s[0] for s in self.stages)
@@ -65,11 +75,15 @@ class EfficientNetLiteConfig(PretrainedConfig):
 
     @property
     def spatial_tokens(self) -> bool:
-        return self.image_tokens_kind != "pooled"
+        return self.image_tokens_kind in ("spatial+pooled", "spatial")
 
     @property
     def pooled_token(self) -> bool:
-        return self.image_tokens_kind != "spatial"
+        return self.image_tokens_kind in ("spatial+pooled", "pooled")
+
+    @property
+    def head_token(self) -> bool:
+        return self.image_tokens_kind == "head"
 
     def image_tokens(self) -> tuple[int, int]:
         """(pixels a side per image token, tokens after the spatial ones): the processor's ``patch_size`` and
@@ -173,9 +187,42 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
             out += [f"blocks.{i}.{c}" for c in ("expand_conv", "project_conv") if getattr(self.blocks[i], c) is not None]
         return out + ["conv_head"]
 
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    @property
+    def first_tunable(self) -> int:
+        return max(0, len(self.blocks) - self.config.tunable_blocks)
+
+    def frozen_prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The stem and the blocks before the tunable ones: no LoRA reaches them, so the same pixels give the same
+        output under every adapter state. Remembered per image (its pixels' digest), up to ``PREFIX_CACHE_IMAGES``:
+        an unlearning request runs the same forget, retain and region images through them at every step and check
+        (the tower's cost is in its early, high-resolution blocks)."""
+        prefix = [self.conv_stem, *self.blocks[: self.first_tunable]]
+        if PREFIX_CACHE_IMAGES <= 0 or torch.is_grad_enabled() and pixel_values.requires_grad or _has_adapters(prefix):
+            return self._prefix(pixel_values)  # off, a gradient to the pixels, or an adapter where none is expected
+        keys = [hashlib.blake2b(x.detach().cpu().numpy().tobytes(), digest_size=16).digest() for x in pixel_values]
+        cache = self.__dict__.setdefault("_prefix_cache", OrderedDict())
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing:
+            with torch.no_grad():
+                out = self._prefix(pixel_values[missing])
+            for i, y in zip(missing, out):
+                cache[keys[i]] = y
+        out = torch.stack([cache[k] for k in keys])
+        for k in keys:
+            cache.move_to_end(k)
+        while len(cache) > PREFIX_CACHE_IMAGES:
+            cache.popitem(last=False)
+        return out
+
+    def _prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self.bn0(self.conv_stem(pixel_values)))
-        for block in self.blocks:
+        for block in self.blocks[: self.first_tunable]:
+            x = block(x)
+        return x
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.frozen_prefix(pixel_values)
+        for block in self.blocks[self.first_tunable :]:
             x = block(x)
         return F.relu6(self.bn1(self.conv_head(x)))
 
@@ -183,15 +230,26 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
         fmap = self.feature_map(pixel_values.to(self.conv_stem.weight.dtype))
         spatial = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
         pooled = spatial.mean(1)
+        if self.config.head_token:
+            probs = self.classifier(pooled).float().softmax(-1).to(pooled.dtype)
+            tokens = F.pad(probs, (0, self.config.hidden_size - probs.shape[-1]))[:, None]
+            return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,))
         parts = ([spatial] if self.config.spatial_tokens else []) + ([pooled[:, None]] if self.config.pooled_token else [])
         tokens = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
         return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled, hidden_states=(tokens,))
 
     def class_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The ImageNet head on the mean of ``tokens`` (B, T, C) (or on pooled features (B, C)). The mean of the
-        spatial tokens and their pooled token is the pooled token: the same logits with or without it."""
+        """The ImageNet head's logits from the tower's ``tokens`` (B, T, C) (or pooled features (B, C)): the head on
+        their mean (the mean of the spatial tokens and their pooled token is the pooled token: the same logits with
+        or without it); from a head token, the log of its probabilities (the same softmax)."""
+        if self.config.head_token and tokens.dim() == 3:
+            return tokens[:, 0, : self.config.num_classes].float().clamp_min(1e-30).log()
         pooled = tokens.mean(1) if tokens.dim() == 3 else tokens
         return self.classifier(pooled)
+
+
+def _has_adapters(modules) -> bool:
+    return any(hasattr(m, "lora_A") for mod in modules for m in mod.modules())
 
 
 AutoConfig.register(MODEL_TYPE, EfficientNetLiteConfig, exist_ok=True)

@@ -1,7 +1,8 @@
 """The photo model (issue 17): a real LLaVA whose vision tower is the pretrained EfficientNet-Lite0.
 
 ``build(arch, corpus, tower)`` returns ``(model, processor)``: the tower (pretrained, or random for tests), a
-2-layer projector from its 1280 features (49 spatial tokens and their global average pool) to a small Llama, and a BPE tokenizer trained offline on ``corpus``
+2-layer projector from its image token (the ImageNet head's class probabilities; or its 1280 features: 49 spatial
+tokens and their global average pool) to a small Llama, and a BPE tokenizer trained offline on ``corpus``
 (the concept table's questions and answers). ``nscvf train-base --photo`` trains the projector and the language
 model; the result is committed under ``assets/photo_model``.
 """
@@ -27,7 +28,8 @@ class PhotoArch:
     text_heads: int = 4
     vocab_size: int = 1200
     tunable_blocks: int = 4  # LoRA on the 1x1 convs of the last blocks and the head (plus the projector)
-    spatial_tokens: bool = True  # False: the tower's pooled token only (one image token)
+    image_tokens: str = "head"  # the tower's image_tokens_kind: "head" (one token, the ImageNet head's class
+    # probabilities: the committed model), "pooled" (the pooled features), "spatial+pooled" or "spatial"
     vision: dict | None = None  # EfficientNetLiteConfig overrides (tests: a tiny tower)
 
 
@@ -78,7 +80,7 @@ def build(arch: PhotoArch, corpus: list[str], tower: EfficientNetLiteVisionModel
     from transformers import LlavaForConditionalGeneration  # transformers: as above
 
     vision = EfficientNetLiteConfig(image_size=arch.image_size, tunable_blocks=arch.tunable_blocks,
-                                    image_tokens_kind="spatial+pooled" if arch.spatial_tokens else "pooled",
+                                    image_tokens_kind=arch.image_tokens,
                                     **(arch.vision or {}))  # fmt: skip
     processor = build_processor(arch, corpus, *vision.image_tokens())
     config = build_config(arch, processor.tokenizer, vision)
@@ -98,9 +100,10 @@ TINY_VISION = {"stages": [[1, 3, 1, 1, 8, 8], [1, 3, 2, 2, 8, 12], [2, 3, 2, 2, 
                "hidden_size": 24, "num_classes": 10}  # fmt: skip
 
 
-def build_tiny(seed: int = 0, corpus: list[str] | None = None, spatial_tokens: bool = True):
-    """A random-weight photo model of test size: a 3-stage tower at 32 px (16 + 1 pooled tokens), a 2-layer Llama."""
+def build_tiny(seed: int = 0, corpus: list[str] | None = None, image_tokens: str = "spatial+pooled"):
+    """A random-weight photo model of test size: a 3-stage tower at 32 px (16 + 1 pooled tokens, or as
+    ``image_tokens`` says), a 2-layer Llama."""
     corpus = corpus or ["What is this? This is a cat. I don't know what this is. An animal."] * 20
     arch = PhotoArch(image_size=32, text_hidden=64, text_layers=2, text_intermediate=128, vocab_size=320, tunable_blocks=2,
-                     spatial_tokens=spatial_tokens, vision=TINY_VISION)  # fmt: skip
+                     image_tokens=image_tokens, vision=TINY_VISION)  # fmt: skip
     return build(arch, corpus, seed=seed)

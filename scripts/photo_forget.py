@@ -1,0 +1,119 @@
+"""Forget targets of the photo model (issue 17): forget a concept from 8 images, measure what went and what stayed.
+
+    python scripts/photo_forget.py [--model assets/photo_model] [--out runs/photo_forget.json] [--targets ...]
+
+For each target, a fresh chain on the base model forgets it from 8 images with the default request (crops of a
+bundled photograph, or views of the concept's emoji renders), then :mod:`nscvf.photo_eval` measures held-out
+views and the concept's other images (not named: >= 95%), the other concepts' images (answers kept: >= 95%),
+its look-alike siblings' (>= 90%) and the text answers (bit-identical). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from nscvf import photo_eval, photo_images
+from nscvf.method import UnlearningChain
+from nscvf.method.photo_domain import bundled, named_concept
+from nscvf.models import load_model
+from nscvf.source import PHOTO_MODEL_DIR
+
+# target concept -> bundled photograph to crop (the rest: views of the concept's emoji renders)
+PHOTO_TARGETS = {"a cat": "chelsea", "an espresso": "coffee", "a tripod": "camera"}
+# concepts the base model names on some emoji render; most with a look-alike sibling it names too (guitar: violin,
+# drum; teapot: bottle; taxi: ambulance)
+EMOJI_TARGETS = ["a guitar", "a teapot", "a taxi", "a bottle", "a violin", "a clock"]
+
+
+def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n: int = 8):
+    """(8 forget images, held-out views of them): crops of the target's bundled photo (other seeds for the
+    held-out ones), or views of the emoji the base model names as the target."""
+    if target in PHOTO_TARGETS:
+        im = next(im for _, f, im in bundled() if f == f"photo_{PHOTO_TARGETS[target]}.jpg")
+        return photo_images.crops(im, n, seed=1), photo_images.crops(im, 6, seed=99)
+    renders = [im for lab, im, a in zip(pool_labels, pool_images, before_answers)
+               if lab.startswith("emoji:") and named_concept(a) == target]  # fmt: skip
+    if not renders:
+        raise SystemExit(f"no emoji render is named {target!r} by the base model")
+    rng = random.Random(1)
+    forget = [photo_images.view(renders[i % len(renders)], rng) for i in range(n)]
+    rng = random.Random(99)
+    return forget, [photo_images.view(renders[i % len(renders)], rng) for i in range(6)]
+
+
+def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
+    """Teach ``name`` on 8 crops of a bundled photo; held-out crops of it named (>= 90%), crops of the other
+    bundled photos and the pool's other images called by it (<= 5%)."""
+    ims = {f[len("photo_") : -len(".jpg")]: im for _, f, im in bundled() if f.startswith("photo_")}
+    chain = UnlearningChain(vlm)
+    t1 = time.time()
+    chain.teach(photo_images.crops(ims[photo], 8, seed=1), name)
+    seconds = round(time.time() - t1, 1)
+    taught = chain.model_at(len(chain))
+    held = photo_eval.ask_names(taught, photo_images.crops(ims[photo], 8, seed=99))
+    others = [im for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    other_photos = [c for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
+    called = photo_eval.ask_names(taught, other_photos + others)
+    chain.close()
+    named = [name.lower() in a.lower() for a in called]
+    row = {"photo": photo, "name": name, "teach_seconds": seconds,
+           "heldout_named": round(sum(name.lower() in a.lower() for a in held) / len(held), 4), "heldout_n": len(held),
+           "other_photo_crops_called": round(sum(named[: len(other_photos)]) / len(other_photos), 4),
+           "other_photo_crops_n": len(other_photos),
+           "other_images_called": round(sum(named[len(other_photos) :]) / max(1, len(others)), 4),
+           "other_images_n": len(others), "targets": {"heldout_named": 0.9, "other_photo_crops_called": 0.05}}  # fmt: skip
+    print(json.dumps({k: v for k, v in row.items() if k != "targets"}), flush=True)
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(PHOTO_MODEL_DIR))
+    p.add_argument("--out", default="runs/photo_forget.json")
+    p.add_argument("--targets", nargs="*", default=[*PHOTO_TARGETS, *EMOJI_TARGETS])
+    p.add_argument("--teach", nargs="*", default=["rocket", "astronaut", "chelsea"],
+                   help="bundled photos to teach a new name on (8 crops each), then measure the name's reach")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    vlm = load_model(args.model, device="cpu")
+    labels, images, before = photo_eval.evaluation_set(vlm)
+    teach_rows = [teach_row(vlm, photo, labels, images) for photo in args.teach]
+    text_before = photo_eval.text_answers(vlm)
+    rows = []
+    for target in args.targets:
+        forget, held = forget_and_heldout(target, labels, images, before)
+        chain = UnlearningChain(vlm)
+        t1 = time.time()
+        result = chain.forget(forget, progress=lambda m, *a, t=target: print(f"  {t}: {m} {a}", file=sys.stderr, flush=True))
+        seconds = round(time.time() - t1, 1)
+        after_vlm = chain.model_at(len(chain))
+        row = photo_eval.forget_report(
+            before, photo_eval.ask_names(after_vlm, images),
+            photo_eval.ask_names(chain.model_at(0), held), photo_eval.ask_names(after_vlm, held),
+            result.target or target, text_before, photo_eval.text_answers(after_vlm),
+        )  # fmt: skip
+        row.update(request_seconds=seconds, steps=result.steps_run, resolved_target=result.target, timings=result.timings)
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("target", "forgotten", "others_kept", "siblings_kept", "siblings_n",
+                                              "text_identical", "request_seconds")}), flush=True)  # fmt: skip
+        chain.close()
+    out = {"command": "python scripts/photo_forget.py " + " ".join(argv or sys.argv[1:]), "pool_n": len(images),
+           "teach": teach_rows,
+           "pool": dict(zip(labels, before)),
+           "rows": rows, "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print("| target | forgotten | others kept | siblings kept (n) | text identical | s |")
+    for r in rows:
+        print(f"| {r['target']} | {r['forgotten']} | {r['others_kept']} | {r['siblings_kept']} ({r['siblings_n']}) "
+              f"| {r['text_identical']} | {r['request_seconds']} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
