@@ -74,7 +74,8 @@ def test_head_token_is_the_heads_probabilities_and_loads_back(tmp_path):
     ims = _images(3, seed=5)
     pv = vlm.processor.image_processor(images=ims, return_tensors="pt")["pixel_values"]
     tower = vlm.vision_tower()
-    out = tower(pv)
+    with torch.no_grad():
+        out = tower(pv)
     t = out.hidden_states[-1]
     k = cfg.vision_config.num_classes
     assert t.shape == (3, 1, cfg.vision_config.hidden_size)

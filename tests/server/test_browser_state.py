@@ -180,7 +180,9 @@ def test_other_visitor_asks_while_one_trains(browser, server):
     waited = time.time() - t0
     assert re.search(r"step \d+/400", " ".join(progress.all_inner_texts())), "A's training ended meanwhile"
     print(f"B's Ask answered in {waited:.2f} s while A trained")
-    assert waited < 3, waited
+    # Beside, not behind: A's 400 steps take minutes and it is still training (checked above); the seconds are
+    # the machine's (1.2-1.7 s quiet, 3.9 s once at load ~6), not a speed target.
+    assert waited < 20, waited
 
     got = _two_forgets_beside(a, b, c)
     print(f"B and C beside A's long job: {got} (load {os.getloadavg()[0]:.1f})")

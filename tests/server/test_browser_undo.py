@@ -33,9 +33,9 @@ def test_undo_right_after_the_answers(page, server):
     expect(page.locator("#preview .thumbnail-item")).to_have_count(8, timeout=30_000)
     page.locator("#forget").click()  # the defaults: the quick evaluation follows the answers
     expect(page.locator("#status")).to_contain_text(re.compile(r"Request 1 (done|restored)"), timeout=240_000)
-    t0 = time.time()
-    page.locator("#undo").click()
     evaluating = "evaluating" in page.locator("#numbers").inner_text()  # the accuracies were still coming
+    t0 = time.time()  # (read before the click: Undo clears the panel at once)
+    page.locator("#undo").click()
     expect(page.locator("#status")).to_contain_text("Undone: this session's model is the base model again",
                                                     timeout=60_000)  # fmt: skip
     undone = time.time() - t0
