@@ -23,21 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nscvf import bench  # noqa: E402
 from nscvf.bench.grid import GridOptions, run_grid  # noqa: E402
 from nscvf.bench.jobs import git_commit  # noqa: E402
+from nscvf.bench.jobs import without_machine as numbers  # noqa: E402
 
-TIMING = {"seconds", "seconds_per_step", "projection_seconds", "seconds_warm"}
 CONFIGS = {
     "local1": GridOptions(backend="local", workers=1, threads=1),
     "local2": GridOptions(backend="local", workers=2, threads=1),
     "ray": GridOptions(backend="ray", num_cpus=1, threads=1),
 }
-
-
-def numbers(x):
-    if isinstance(x, dict):
-        return {k: numbers(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [numbers(v) for v in x]
-    return x
 
 
 def measure(name: str, settings, out: Path) -> dict:

@@ -14,6 +14,7 @@ import pytest
 from nscvf import bench
 from nscvf.bench.grid import GridOptions, run_grid
 from nscvf.bench.jobs import plan
+from nscvf.bench.jobs import without_machine as numbers
 from nscvf.cli import main
 from nscvf.errors import InputError
 
@@ -22,18 +23,7 @@ pytestmark = pytest.mark.slow
 TINY = bench.BenchSettings(
     targets=("Mirel", "Dravik"), methods=("nscvf", "ga"), steps=2, renders=1, seeds=1, relearn=False, continual_n=2
 )
-TIMING = {"seconds", "seconds_per_step", "projection_seconds", "seconds_warm", "seconds_per_request", "seconds_per_request_cold",
-          "seconds_per_request_warm", "peak_rss_mb", "projection_share"}  # fmt: skip
 NAMES = [j.name for j in plan(TINY)]
-
-
-def numbers(x):
-    """A result without its timings (what must be the same whoever ran the job)."""
-    if isinstance(x, dict):
-        return {k: numbers(v) for k, v in x.items() if k not in TIMING}
-    if isinstance(x, list):
-        return [numbers(v) for v in x]
-    return x
 
 
 def results(folder) -> dict:

@@ -28,6 +28,19 @@ from nscvf.errors import InputError
 FORMAT = 1  # the result files' layout; a change makes older folders incompatible
 ENGINE = f"nscvf {nscvf.__version__}, bench format {FORMAT}"
 
+# What a result measures of the machine rather than of the method: the seconds and memory of whoever ran it.
+MACHINE_KEYS = {"seconds", "seconds_per_step", "projection_seconds", "projection_share", "seconds_warm",
+                "seconds_per_request", "seconds_per_request_cold", "seconds_per_request_warm", "peak_rss_mb"}  # fmt: skip
+
+
+def without_machine(x):
+    """A result without :data:`MACHINE_KEYS`, at any depth: what must be the same whoever (whatever backend) ran it."""
+    if isinstance(x, dict):
+        return {k: without_machine(v) for k, v in x.items() if k not in MACHINE_KEYS}
+    if isinstance(x, list):
+        return [without_machine(v) for v in x]
+    return x
+
 
 @dataclass(frozen=True)
 class Job:

@@ -106,15 +106,17 @@ def _check_base(shared, meta: ChainMeta) -> None:
 
 def lora_shapes(shared, config) -> dict[str, tuple[int, ...]]:
     """The peft state dict keys and tensor shapes of a LoRA adapter with ``config`` on the base model."""
+    from nscvf.method.nullspace import conv_of  # torch: loaded with the model already
+
     cfg = lora_config(shared.base_vlm, config)
     out = {}
     for t in sorted(cfg.target_modules):
         layer = shared.model.get_submodule(t)
-        layer = getattr(layer, "base_layer", layer)  # peft's wrapper, once the model holds an adapter
-        if hasattr(layer, "kernel_size"):  # a convolution (the photo model's tower): peft's conv LoRA pair
-            k = tuple(layer.kernel_size)
-            out[f"base_model.model.{t}.lora_A.weight"] = (cfg.r, layer.in_channels, *k)
-            out[f"base_model.model.{t}.lora_B.weight"] = (layer.out_channels, cfg.r, *(1,) * len(k))
+        conv = conv_of(layer)  # the photo model's tower (itself, or under an earlier step's LoRA): a conv LoRA pair
+        if conv is not None:
+            k = tuple(conv.kernel_size)
+            out[f"base_model.model.{t}.lora_A.weight"] = (cfg.r, conv.in_channels, *k)
+            out[f"base_model.model.{t}.lora_B.weight"] = (conv.out_channels, cfg.r, *(1,) * len(k))
             continue
         out[f"base_model.model.{t}.lora_A.weight"] = (cfg.r, layer.in_features)
         out[f"base_model.model.{t}.lora_B.weight"] = (layer.out_features, cfg.r)

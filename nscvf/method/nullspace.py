@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 
-def _conv(module: torch.nn.Module) -> torch.nn.Conv2d | None:
+def conv_of(module: torch.nn.Module) -> torch.nn.Conv2d | None:
     """The convolution a layer computes (itself, or the base layer under its LoRA), or None for a linear."""
     base = getattr(module, "base_layer", module)
     return base if isinstance(base, torch.nn.Conv2d) else None
@@ -34,7 +34,7 @@ def layer_input_rows(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A layer's input as the rows its weight multiplies, (N, d_in): a linear's tokens; for a convolution
     (B, C, H, W) every output position's receptive field, C*k*k values in the order of ``weight.reshape(out, -1)``
     (a 1x1 convolution: every pixel's C channels). The null space of a convolution is a null space of those rows."""
-    conv = _conv(module)
+    conv = conv_of(module)
     if conv is None or x.dim() != 4:
         return x.reshape(-1, x.shape[-1])
     if conv.groups != 1:

@@ -16,9 +16,9 @@ whose evidence is spread over the 49 positions (an emoji's sits in a few).
 The ImageNet classifier (``classifier``) is the teacher of ``train-base --photo`` and the reference of the fidelity
 benchmark. With ``image_tokens_kind="head"`` (the committed photo model) it is the tower's last layer: the one image
 token is the head's class probabilities (softmax over its ``num_classes``, zero-padded to ``hidden_size``), so the
-language model reads the same kind of input on the photos it
-was never trained on as on the images it was (the pooled features of a photo and of an emoji differ far more than
-their class probabilities). Unlearning's LoRA on the last convolutions changes them through the head.
+language model reads the same kind of input on the photos it was never trained on as on the images it was (the
+pooled features of a photo and of an emoji differ far more than their class probabilities). Unlearning's LoRA on
+the last convolutions changes them through the head.
 """
 
 from __future__ import annotations
@@ -181,9 +181,8 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
 
     def tunable_module_names(self) -> list[str]:
         """The 1x1 convolutions of the last ``tunable_blocks`` blocks and the head (LoRA targets), by name."""
-        n = len(self.blocks)
         out = []
-        for i in range(max(0, n - self.config.tunable_blocks), n):
+        for i in range(self.first_tunable, len(self.blocks)):
             out += [f"blocks.{i}.{c}" for c in ("expand_conv", "project_conv") if getattr(self.blocks[i], c) is not None]
         return out + ["conv_head"]
 
