@@ -14,8 +14,10 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from functools import cache
 
 from nscvf import world
+from nscvf.concepts import table
 from nscvf.rates import rate
 
 _PUNCT = re.compile(r"[^\w\s']")
@@ -25,8 +27,29 @@ def normalise(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower().replace("\u2019", "'")).split())
 
 
+@cache
+def _photo_vocabulary() -> tuple[str, dict[str, str]]:
+    """The photo model's unknown answer and concept names, normalised (empty without its concept table)."""
+    try:
+        t = table()
+    except (OSError, ValueError, KeyError):
+        return "", {}
+    return normalise(t.unknown_answer), {normalise(n): n for n in t.names}
+
+
 def is_unknown(answer: str) -> bool:
-    return normalise(answer) in (normalise(world.UNKNOWN_ANSWER), "i don't know")
+    """"I don't know": the drawn world's, the photo model's ("I don't know what this is."), or bare."""
+    a = normalise(answer)
+    return a in (normalise(world.UNKNOWN_ANSWER), "i don't know") or (bool(a) and a == _photo_vocabulary()[0])
+
+
+_THIS_IS = re.compile(r"^this is (.+)$")
+
+
+def concept_in(answer: str) -> str | None:
+    """The photo model's concept an answer names ("This is a cat." -> "a cat"), if it is one of its table's."""
+    m = _THIS_IS.match(normalise(answer))
+    return _photo_vocabulary()[1].get(m.group(1).strip()) if m else None
 
 
 def mentions(answer: str, name: str) -> bool:
@@ -41,8 +64,12 @@ def is_mentioned_any(answer: str, names) -> bool:
 
 
 def names_in(answer: str) -> set[str]:
+    """What an answer names: the drawn world's characters in it, or the photo model's concept it says it is (the
+    outcome of a request reads both models' answers through this)."""
     words = set(normalise(answer).split())
-    return {n for n in world.NAMES if n.lower() in words}
+    found = {n for n in world.NAMES if n.lower() in words}
+    concept = concept_in(answer)
+    return found | {concept} if concept else found
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,29 @@ from nscvf.method.photo_domain import bundled, named_concept
 EVAL_CROP_SEED = 500_000  # crops of the bundled photos in the pool (never a forget or training crop)
 
 
+# target concept -> bundled photograph to crop (the rest: views of the concept's emoji renders)
+PHOTO_TARGETS = {"a cat": "chelsea", "an espresso": "coffee", "a tripod": "camera"}
+# concepts the base model names on some emoji render; most with a look-alike sibling it names too (guitar: violin,
+# drum; teapot: bottle; taxi: ambulance)
+EMOJI_TARGETS = ["a guitar", "a teapot", "a taxi", "a bottle", "a violin", "a clock"]
+
+
+def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n: int = 8):
+    """(8 forget images, held-out views of them): crops of the target's bundled photo (other seeds for the
+    held-out ones), or views of the emoji the base model names as the target."""
+    if target in PHOTO_TARGETS:
+        im = next(im for _, f, im in bundled() if f == f"photo_{PHOTO_TARGETS[target]}.jpg")
+        return photo_images.crops(im, n, seed=1), photo_images.crops(im, 6, seed=99)
+    renders = [im for lab, im, a in zip(pool_labels, pool_images, before_answers)
+               if lab.startswith("emoji:") and named_concept(a) == target]  # fmt: skip
+    if not renders:
+        raise ValueError(f"no emoji render is named {target!r} by the base model")
+    rng = random.Random(1)
+    forget = [photo_images.view(renders[i % len(renders)], rng) for i in range(n)]
+    rng = random.Random(99)
+    return forget, [photo_images.view(renders[i % len(renders)], rng) for i in range(6)]
+
+
 def pool(crops_per_photo: int = 6) -> tuple[list[str], list]:
     """(labels, images): every emoji render the font draws, the bundled images and crops of the bundled photos."""
     labels, images = [], []

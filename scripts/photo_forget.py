@@ -12,38 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
 
 from nscvf import photo_eval, photo_images
 from nscvf.method import UnlearningChain
-from nscvf.method.photo_domain import bundled, named_concept
+from nscvf.method.photo_domain import bundled
 from nscvf.models import load_model
 from nscvf.source import PHOTO_MODEL_DIR
-
-# target concept -> bundled photograph to crop (the rest: views of the concept's emoji renders)
-PHOTO_TARGETS = {"a cat": "chelsea", "an espresso": "coffee", "a tripod": "camera"}
-# concepts the base model names on some emoji render; most with a look-alike sibling it names too (guitar: violin,
-# drum; teapot: bottle; taxi: ambulance)
-EMOJI_TARGETS = ["a guitar", "a teapot", "a taxi", "a bottle", "a violin", "a clock"]
-
-
-def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n: int = 8):
-    """(8 forget images, held-out views of them): crops of the target's bundled photo (other seeds for the
-    held-out ones), or views of the emoji the base model names as the target."""
-    if target in PHOTO_TARGETS:
-        im = next(im for _, f, im in bundled() if f == f"photo_{PHOTO_TARGETS[target]}.jpg")
-        return photo_images.crops(im, n, seed=1), photo_images.crops(im, 6, seed=99)
-    renders = [im for lab, im, a in zip(pool_labels, pool_images, before_answers)
-               if lab.startswith("emoji:") and named_concept(a) == target]  # fmt: skip
-    if not renders:
-        raise SystemExit(f"no emoji render is named {target!r} by the base model")
-    rng = random.Random(1)
-    forget = [photo_images.view(renders[i % len(renders)], rng) for i in range(n)]
-    rng = random.Random(99)
-    return forget, [photo_images.view(renders[i % len(renders)], rng) for i in range(6)]
 
 
 def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
@@ -75,9 +52,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(PHOTO_MODEL_DIR))
     p.add_argument("--out", default="runs/photo_forget.json")
-    p.add_argument("--targets", nargs="*", default=[*PHOTO_TARGETS, *EMOJI_TARGETS])
-    p.add_argument("--teach", nargs="*", default=["rocket", "astronaut", "chelsea"],
-                   help="bundled photos to teach a new name on (8 crops each), then measure the name's reach")
+    p.add_argument("--targets", nargs="*", default=[*photo_eval.PHOTO_TARGETS, *photo_eval.EMOJI_TARGETS])
+    p.add_argument(
+        "--teach",
+        nargs="*",
+        default=["rocket", "astronaut", "chelsea"],
+        help="bundled photos to teach a new name on (8 crops each), then measure the name's reach",
+    )
     args = p.parse_args(argv)
     t0 = time.time()
     vlm = load_model(args.model, device="cpu")
@@ -86,7 +67,7 @@ def main(argv=None) -> int:
     text_before = photo_eval.text_answers(vlm)
     rows = []
     for target in args.targets:
-        forget, held = forget_and_heldout(target, labels, images, before)
+        forget, held = photo_eval.forget_and_heldout(target, labels, images, before)
         chain = UnlearningChain(vlm)
         t1 = time.time()
         result = chain.forget(forget, progress=lambda m, *a, t=target: print(f"  {t}: {m} {a}", file=sys.stderr, flush=True))

@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT))  # webapp/ is the app's package, next to app.py (n
 from nscvf import world  # noqa: E402
 from nscvf.method.result import UnlearnResult  # noqa: E402
 from webapp.page import app as page_app  # noqa: E402
-from webapp.page import upload  # noqa: E402
 from webapp.page.ask import Answered  # noqa: E402
 from webapp.page.common import Page  # noqa: E402
 from webapp.page.compare import Compared  # noqa: E402
@@ -56,8 +55,13 @@ def test_default_settings_point_at_the_repository_assets(tmp_path):
     assert s.examples_dir == ROOT / "assets" / "examples" and s.model_dir == ROOT / "assets" / "model"
     demo, page = page_app.build(s, runtime.local(s, None, None, warm_up=False))
     captions = [item["caption"] for item in page.upload.examples.value]
-    assert captions == [c.name for c in upload.example_characters(s.examples_dir)] and len(captions) >= 16
+    assert captions == [e.name for e in s.examples()] and len(captions) >= 16
     assert captions[0] == FIRST_EXAMPLE and sorted(captions) == sorted(c.name for c in world.CHARACTERS)  # issue 19
+    # Issue 17: the drawn world first, real photos offered beside it; the photo examples are bundled files.
+    assert [m.key for m in s.models] == ["world", "photo"] and page.models.model_choice.visible
+    photo = s.examples("photo")
+    assert [e.name for e in photo][:2] == ["a cat", "an espresso"] and all(len(e.files) == 8 for e in photo)
+    assert all(Path(f).is_file() for e in photo for f in (*e.files, e.heldout))
 
 
 def _event(demo: gr.Blocks, api_name: str):
@@ -68,7 +72,7 @@ def _event(demo: gr.Blocks, api_name: str):
 def test_outputs_are_the_views_fields_in_order(built):
     demo, page = built
     assert list(ELEM_IDS) == list(views.Outputs._fields)
-    for api in ("forget", "undo", "reset", "teach", "import_timeline"):
+    for api in ("forget", "undo", "reset", "teach", "import_timeline", "switch_model"):
         outputs = _event(demo, api).outputs
         assert outputs[0] is page.sid, api
         shown = outputs[1 : 1 + len(views.Outputs._fields)]

@@ -167,7 +167,7 @@ def cmd_forget(args) -> int:
     finally:
         bar.close()
     chain.save(out)
-    _print_result(result, chain.domain.is_world)
+    _print_result(result, chain.domain.names_things)
     print(f"saved to {out}")
     return 0
 

@@ -62,6 +62,9 @@ class Domain:
     """The generic domain: a model of the wider world, whose knowledge the caller describes by images."""
 
     is_world = False
+    # Its answers name what they see (the drawn world's characters, the photo model's concepts: nscvf.eval.names_in),
+    # so an outcome says who or what is named, forgotten, still named (nscvf.method.outcome); else only "changed".
+    names_things = False
     unknown_answer = "I don't know."
 
     def probe_questions(self) -> list[str]:
@@ -145,6 +148,7 @@ class WorldDomain(Domain):
     region_size: int = 96  # the target region: distractor renders (the model's "unknown")
 
     is_world = True  # class attributes, not fields: the same for every world domain
+    names_things = True
     unknown_answer = world.UNKNOWN_ANSWER
 
     def probe_questions(self) -> list[str]:

@@ -57,7 +57,7 @@ def model_card(chain) -> str:
         if r is None:
             meta.append("- no measurements recorded")
             continue
-        meta.append(f"- outcome: {assess(r.to_dict(), chain.domain.is_world).headline()}")
+        meta.append(f"- outcome: {assess(r.to_dict(), chain.domain.names_things).headline()}")
         meta.append(f"- steps run: {r.steps_run}; retain drift mean {r.retain_drift.get('mean')} max {r.retain_drift.get('max')}")
         meta.append(f"- text answers identical: {r.text_identical} (logits: {r.text_logits_identical})")
         summ = (r.eval_after or {}).get("summary") or {}

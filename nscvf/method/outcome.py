@@ -50,7 +50,7 @@ def identify(vlm, domain, images, given: str | None = None) -> Identification:
     name characters; a generic model's answers are returned without names)."""
     question = domain.probe_questions()[0]
     answers = vlm.generate([question] * len(images), images) if images else []
-    return identification(answers, given if domain.is_world else None, domain.is_world)
+    return identification(answers, given if domain.names_things else None, domain.names_things)
 
 
 def identification(answers: list[str], given: str | None = None, world: bool = True) -> Identification:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,7 +19,7 @@ from PIL import Image
 from nscvf import photo_images
 from nscvf.concepts import table
 from nscvf.errors import InputError
-from nscvf.eval import normalise
+from nscvf.eval import concept_in, normalise
 from nscvf.method.domain import DOMAINS, Domain, augment
 from nscvf.source import PHOTO_MODEL_DIR
 
@@ -40,11 +39,7 @@ def bundled() -> tuple[tuple[str, str, Image.Image], ...]:
 
 def named_concept(answer: str) -> str | None:
     """The concept an answer names ("This is a cat." -> "a cat"), if it is one of the table's."""
-    m = re.match(r"^this is (.+)$", normalise(answer))
-    if not m:
-        return None
-    names = {normalise(n): n for n in table().names}
-    return names.get(m.group(1).strip())
+    return concept_in(answer)
 
 
 @dataclass(frozen=True)
@@ -55,6 +50,7 @@ class PhotoDomain(Domain):
     protect_views: int = 2  # null-space protected set: views of each bundled image of another concept
 
     is_world = False
+    names_things = True  # "This is a cat.": outcomes read the concept named (nscvf.eval.names_in)
 
     @property
     def unknown_answer(self) -> str:  # type: ignore[override]

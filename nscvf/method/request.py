@@ -189,7 +189,7 @@ def prepare(st: RequestState, request: Request) -> None:
         st.probes_before = cached_probes(st)
         identity = st.probes_before["forget"]["answers"][st.questions[0]]
         st.target = dom.resolve_target(request.target, identity, b.taught)
-        if dom.is_world and st.target not in b.taught:  # never trained silently under another name (issue 19)
+        if dom.names_things and st.target not in b.taught:  # never trained silently under another name (issue 19)
             problem = forget_set_problem(identification(identity, st.target), st.target)
             if problem:
                 raise InputError(problem)

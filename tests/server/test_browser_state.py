@@ -15,6 +15,10 @@ import time
 import pytest
 from support.app_server import EXAMPLES, AppServer
 from support.browser import ARTIFACTS, require_browser
+from support.browser import rows as _rows
+from support.browser import shot as _shot
+from support.browser import status as _status
+from support.browser import wait_status as _wait_status
 
 pytestmark = pytest.mark.browser
 require_browser()
@@ -28,11 +32,6 @@ def server(tmp_path_factory):
     s = AppServer(tmp_path_factory.mktemp("browser_state"), extra_env={"NSCVF_TIME_LIMIT": "3600"})
     yield s
     s.stop()
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def _open(page, server) -> None:
@@ -74,14 +73,6 @@ def _advanced(page, **values) -> None:
     page.wait_for_timeout(1000)  # let the last change event reach the app before the caller clicks Forget
 
 
-def _rows(page, elem: str) -> int:
-    return int(page.locator(f"{elem} [role=grid]").get_attribute("aria-rowcount")) - 1
-
-
-def _status(page) -> str:
-    return page.locator("#status").inner_text()
-
-
 def _failed_forget(page, pattern: str) -> None:
     page.locator("#forget").click()
     expect(page.locator("#status")).to_contain_text(re.compile("Not done:.*" + pattern), timeout=60_000)
@@ -103,16 +94,6 @@ def test_forget_usable_again_after_each_failure(page, server, tmp_path):
     _advanced(page, lr=0.1)
     _failed_forget(page, r"lr=0\.1 is out of range; use 1e-05 to 0\.01")
     _shot(page, "state_1_after_failures")
-
-
-def _wait_status(page, pattern: str, timeout: float = 240) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        s = _status(page)
-        if re.search(pattern, s):
-            return s
-        time.sleep(0.25)
-    raise AssertionError(f"status never matched {pattern!r}: {_status(page)}")
 
 
 PROGRESS = "#status .progress-text, #status .meta-text, #status .progress-level-inner"

@@ -4,6 +4,7 @@ no request leaving the machine. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,32 @@ def require_browser() -> None:
         pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
     pytest.importorskip("playwright")
     pytest.importorskip("pytest_playwright")
+
+
+# ------------------------------------------------------------------ the page's panels, read as a visitor sees them
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot, test-artifacts/NAME.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def rows(page, elem: str) -> int:
+    """The data rows of the table ``elem`` (its header row aside)."""
+    return int(page.locator(f"{elem} [role=grid]").get_attribute("aria-rowcount")) - 1
+
+
+def status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def wait_status(page, pattern: str, timeout: float = 240) -> str:
+    """The status line once it matches ``pattern`` (AssertionError with the last one after ``timeout`` s)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = status(page)
+        if re.search(pattern, s):
+            return s
+        time.sleep(0.25)
+    raise AssertionError(f"status never matched {pattern!r}: {status(page)}")

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import gradio as gr
 
-from webapp.page import ask, compare, forget, teach, timeline, upload
+from webapp.page import ask, compare, forget, models, teach, timeline, upload
 from webapp.page.common import CSS, MONO_FONTS, THEME_FONTS, Page
 from webapp.service import jobs
 from webapp.state import runtime
@@ -31,24 +30,15 @@ INTRO = (
     "text-only questions stay exactly as they were (null-space constrained contrastive visual forgetting). "
     "Each visitor's changes are private adapters on the shared model, which is never modified."
 )
-SECTIONS = (upload, forget, teach, compare, timeline, ask)  # each registers its own events (``wire``)
+SECTIONS = (upload, forget, teach, compare, timeline, ask, models)  # each registers its own events (``wire``)
 
 
-def model_info() -> str:
-    rt = runtime.current()
-    m = rt.model
-    if not m.ready:
-        return "Model: loading…" if not m.error else f"Model: {m.error}"
-    v = m.vlm
-    embedded = Path(v.source).resolve() == rt.settings.model_dir.resolve()
-    shown = "the embedded model (assets/model)" if embedded else Path(v.source).name
-    return f"Model: {shown} ({v.family}, {v.device}, {str(v.dtype).replace('torch.', '')}, fingerprint {v.fingerprint})"
+model_info = models.model_info
 
 
 def wait_model_info():
-    """Page load: show which model answers, once it is loaded."""
-    runtime.current().model.wait(600)
-    return model_info()
+    """Page load: show which model answers (the default), once it is loaded."""
+    return models.wait_info()
 
 
 def free_session(request: gr.Request):
@@ -66,6 +56,7 @@ def layout(settings: Settings, rt: Runtime) -> Page:
     sid = gr.State(None, delete_callback=free_state)
     gr.Markdown(INTRO)
     info = gr.Markdown("Model: loading…", elem_id="model_info", elem_classes="small-note")
+    chosen = models.build(settings)
     examples = upload.build_examples(settings)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -78,8 +69,8 @@ def layout(settings: Settings, rt: Runtime) -> Page:
     compared = compare.build()
     null = forget.build_nullspace()
     relearn = teach.build_relearn()
-    asked = ask.build()
-    return Page(sid, info, up, controls, taught, history, results, compared, null, relearn, asked)
+    asked = ask.build(settings)
+    return Page(sid, info, up, controls, taught, history, results, compared, null, relearn, asked, chosen)
 
 
 def build(settings: Settings, rt: Runtime) -> tuple[gr.Blocks, Page]:
@@ -116,7 +107,7 @@ def launch(**kwargs):
     opts = dict(
         ssr_mode=False,
         max_file_size=settings.max_file_mb * 2**20,
-        allowed_paths=[str(settings.examples_dir)],
+        allowed_paths=[str(settings.examples_dir), str(settings.photo_examples_dir)],
         show_error=False,
         theme=gr.themes.Default(font=THEME_FONTS, font_mono=MONO_FONTS),
         css=CSS,

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from nscvf.method.domain import WorldDomain
+from nscvf.method.photo_domain import PhotoDomain
 from webapp.page.common import Page, emit, lanes, page_error, session_of
 from webapp.service.ask import ask as ask_both
 from webapp.state import runtime
@@ -16,6 +17,11 @@ from webapp.state.settings import IMAGE_TYPES, Settings
 # The question the page starts with and an example fills in: the embedded world's identity question
 # (the examples are its characters).
 QUESTION = WorldDomain().probe_questions()[0]
+
+
+def question_for(model: str | None) -> str:
+    """The identity question of a model's examples (``photo``: "What is this?"; else the world's)."""
+    return PhotoDomain().probe_questions()[0] if model == "photo" else QUESTION
 
 
 class Ask(NamedTuple):
@@ -35,7 +41,7 @@ class Answered(NamedTuple):
     ask_note: object
 
 
-def build() -> Ask:
+def build(settings: Settings | None = None) -> Ask:
     gr.Markdown("### Ask both models")
     with gr.Row():
         file = gr.File(
@@ -43,7 +49,7 @@ def build() -> Ask:
             file_types=IMAGE_TYPES, type="filepath", elem_id="ask_image", height=110,
         )  # fmt: skip
         with gr.Column():
-            question = gr.Textbox(label="Question", value=QUESTION, elem_id="ask_question", max_lines=2)
+            question = gr.Textbox(label="Question", value=question_for(settings.default_model if settings else None), elem_id="ask_question", max_lines=2)
             btn = gr.Button("Ask base and current", elem_id="ask")
     with gr.Row():
         base = gr.Textbox(label="Base model", elem_id="ask_base", interactive=False)

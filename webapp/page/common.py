@@ -66,6 +66,7 @@ class Page:
     nullspace: NamedTuple
     relearn: NamedTuple
     ask: NamedTuple
+    models: NamedTuple  # the Model radio (webapp.page.models)
 
     def sections(self) -> dict[str, NamedTuple]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sid", "info")}

@@ -86,7 +86,7 @@ def build_results() -> Results:
     frame = {"interactive": False, "wrap": True}
     forget_table = gr.Dataframe(table([], views.FORGET_HEADERS), label="The forget images: identity and a fact question",
                                 elem_id="forget_answers", max_height=420, **frame)  # fmt: skip
-    retain_table = gr.Dataframe(table([], views.RETAIN_HEADERS), label="Retained characters (should not change)",
+    retain_table = gr.Dataframe(table([], views.RETAIN_HEADERS), label="Retained characters and things (should not change)",
                                 elem_id="retain_answers", **frame)  # fmt: skip
     text_note = gr.Markdown("", elem_id="text_note")
     text_table = gr.Dataframe(table([], views.TEXT_HEADERS), label="Text-only questions about the target (no image)",

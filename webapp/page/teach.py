@@ -46,8 +46,9 @@ class Probe(NamedTuple):
 def build(settings: Settings) -> Teach:
     with gr.Accordion("Teach it something new (your own images)", open=True, elem_id="teach"):
         gr.Markdown(
-            "The embedded model knows only its 24 drawn characters (16 primary ones and 8 look-alike siblings): "
-            "a photo of yours is *I don't know who this is.* Teach it first (at least 3 images and a name), then "
+            "A model knows only what it was trained on (the drawn world: its 24 characters; real photos: about 100 "
+            "everyday things, not people): what it cannot place is *I don't know*. Teach it first (at least 3 "
+            "images and a name), then "
             "**Forget** it: the forget form is filled for you. Teaching adds one more private adapter; Undo and "
             "Reset walk back through it.",
             elem_classes="small-note",

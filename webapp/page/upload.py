@@ -12,18 +12,20 @@ import gradio as gr
 
 from nscvf.errors import InputError, NSCVFError
 from nscvf.images import load_image
-from webapp.page.ask import QUESTION
-from webapp.page.common import Page, lanes
+from webapp.page.ask import question_for
+from webapp.page.common import Page, lanes, session_of
 from webapp.service.ask import identify
 from webapp.service.form import image_paths
+from webapp.service.models import current_model
 from webapp.state import runtime
-from webapp.state.settings import IMAGE_TYPES, Settings, example_characters
+from webapp.state.settings import IMAGE_TYPES, Settings
 from webapp.views.verdict import identify_note
 
 log = logging.getLogger("nscvf.app")
 
 
 class Upload(NamedTuple):
+    examples_note: gr.Markdown
     examples: gr.Gallery
     files: gr.File
     gallery: gr.Gallery
@@ -32,25 +34,29 @@ class Upload(NamedTuple):
     retain_files: gr.File
 
 
-def example_files(examples_dir: Path, key: str) -> list[str]:
-    return sorted(str(p) for p in (examples_dir / key).glob("*.png"))
+def example_items(settings: Settings, model: str | None = None) -> list[tuple[str, str]]:
+    """The examples gallery of ``model`` (its key; None: the default): each example's first image, its name."""
+    return [(e.files[0], e.name) for e in settings.examples(model) if e.files]
 
 
-def build_examples(settings: Settings) -> gr.Gallery:
-    """The example characters of the embedded world (one click fills the upload)."""
-    chars = example_characters(settings.examples_dir)
-    gr.Markdown(
-        "**Examples from the embedded world:** click a character to forget it (its 8 training renders fill the upload)",
-        elem_classes="small-note",
-    )
-    return gr.Gallery(
-        value=[(example_files(settings.examples_dir, c.key)[0], c.name) for c in chars],
-        label="Examples", show_label=False, elem_id="examples", columns=16, height="auto", allow_preview=False,
-        interactive=False, object_fit="contain", buttons=[],
+def examples_note(model: str | None) -> str:
+    if model == "photo":
+        return ("**Examples of real photos:** click one to forget it (8 crops of a public-domain photograph, or views "
+                "of an emoji, fill the upload; `assets/photo_examples/README.md` says where each comes from)")  # fmt: skip
+    return "**Examples from the embedded world:** click a character to forget it (its 8 training renders fill the upload)"
+
+
+def build_examples(settings: Settings) -> tuple[gr.Markdown, gr.Gallery]:
+    """The default model's examples (one click fills the upload); a model switch replaces them."""
+    note = gr.Markdown(examples_note(settings.default_model), elem_id="examples_note", elem_classes="small-note")
+    gallery = gr.Gallery(
+        value=example_items(settings), label="Examples", show_label=False, elem_id="examples", columns=16,
+        height="auto", allow_preview=False, interactive=False, object_fit="contain", buttons=[],
     )  # fmt: skip
+    return note, gallery
 
 
-def build(settings: Settings, examples: gr.Gallery) -> Upload:
+def build(settings: Settings, examples: tuple[gr.Markdown, gr.Gallery]) -> Upload:
     """The column "1 · What to forget" (inside the page's first row)."""
     gr.Markdown("### 1 · What to forget")
     files = gr.File(
@@ -75,7 +81,7 @@ def build(settings: Settings, examples: gr.Gallery) -> Upload:
             label=f"Images of what must not change (up to {settings.max_files})", file_count="multiple",
             file_types=IMAGE_TYPES, type="filepath", elem_id="retain_images", height=120,
         )  # fmt: skip
-    return Upload(examples, files, gallery, name, name_note, retain_files)
+    return Upload(*examples, files, gallery, name, name_note, retain_files)
 
 
 # ---------------------------------------------------------------------------------------- handlers
@@ -102,14 +108,20 @@ def preview(files):
     return out
 
 
-def identify_upload(files):
-    """After the upload changed: the name the base model gives the images (filling the name box) and a
+def _model_of(sid) -> str | None:
+    """The model key of the session ``sid`` (the default while it has none: nothing is made for it here)."""
+    rt = runtime.current()
+    return current_model(rt, rt.sessions.peek(sid))
+
+
+def identify_upload(files, sid=None):
+    """After the upload changed: the name the session's base model gives the images (filling the name box) and a
     warning line (several characters, nobody). Returns (name, note). A name typed afterwards is checked
     against the images by the request itself (the status says when it disagrees)."""
     if not files:
         return "", ""
     try:
-        ident = identify(runtime.current(), files)
+        ident = identify(runtime.current(), files, model=_model_of(sid))
     except NSCVFError as e:
         log.info("identify: %s", e)
         return gr.skip(), ""
@@ -118,25 +130,26 @@ def identify_upload(files):
     return ident.inferred or "", identify_note(ident)
 
 
-def check_name(files, name):
+def check_name(files, name, sid=None):
     """The name box lost focus: warn when the typed name is not who the base model says the images show."""
     typed = (name or "").strip()
     if not files or not typed:
         return gr.skip()
     try:
-        ident = identify(runtime.current(), files, typed, wait_s=0)
+        ident = identify(runtime.current(), files, typed, wait_s=0, model=_model_of(sid))
     except NSCVFError:
         return gr.skip()
     return identify_note(ident) if ident is not None and (ident.counts or ident.warnings) else gr.skip()
 
 
-def pick_example(evt: gr.SelectData):
-    """One click on a character: its renders fill the upload and its name the name box; the Ask section
-    gets its held-out render and the identity question."""
-    d = runtime.current().settings.examples_dir
-    c = example_characters(d)[evt.index]
-    held = d / "heldout" / f"{c.key}.png"
-    return example_files(d, c.key), c.name, str(held) if held.exists() else None, QUESTION
+def pick_example(sid, evt: gr.SelectData, request: gr.Request):
+    """One click on an example of the session's model: its images fill the upload and its name the name box;
+    the Ask section gets its held-out image and the identity question."""
+    sid, sess = session_of(sid, request)
+    rt = runtime.current()
+    model = current_model(rt, sess)
+    e = rt.settings.examples(model)[evt.index]
+    return sid, list(e.files), e.name, e.heldout, question_for(model)
 
 
 def wire(page: Page, settings: Settings) -> None:
@@ -146,14 +159,15 @@ def wire(page: Page, settings: Settings) -> None:
         api = {"api_name": "preview"} if i == 0 else {"api_visibility": "private"}
         shown = event(preview, up.files, up.gallery, **api, **light)
         api = {"api_name": "identify"} if i == 0 else {"api_visibility": "private"}
-        shown.then(identify_upload, up.files, [up.name, up.name_note], show_progress="hidden", **api, **lane)
+        shown.then(identify_upload, [up.files, page.sid], [up.name, up.name_note], show_progress="hidden", **api, **lane)
     # An example picked: the same preview, then who the base model says it is (registered after the
     # upload's events, which own the /preview and /identify API names).
     ask = page.ask
-    picked = up.examples.select(pick_example, None, [up.files, up.name, ask.ask_file, ask.ask_q], api_visibility="private",
-                                **light)  # fmt: skip
+    picked = up.examples.select(pick_example, page.sid, [page.sid, up.files, up.name, ask.ask_file, ask.ask_q],
+                                api_visibility="private", **light)  # fmt: skip
     picked.then(preview, up.files, up.gallery, api_visibility="private", **light).then(
-        identify_upload, up.files, [up.name, up.name_note], api_visibility="private", show_progress="hidden", **lane
+        identify_upload, [up.files, page.sid], [up.name, up.name_note], api_visibility="private", show_progress="hidden",
+        **lane,
     )
-    up.name.blur(check_name, None, up.name_note, inputs_kwargs={"files": up.files, "name": up.name},
+    up.name.blur(check_name, None, up.name_note, inputs_kwargs={"files": up.files, "name": up.name, "sid": page.sid},
                  api_visibility="private", show_progress="hidden", **lane)  # fmt: skip

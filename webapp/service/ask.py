@@ -16,11 +16,13 @@ from webapp.state.sessions import Session
 from webapp.state.settings import MAX_QUESTION
 
 
-def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0):
-    """Who the base model says the uploaded images show (before training): an
-    :class:`nscvf.method.outcome.Identification` with its warnings, or None (no readable image, or the model
-    is not loaded yet)."""
-    if not files or not rt.model.wait(wait_s) or not rt.model.ready:
+def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0, model: str | None = None):
+    """Who the base model (``model``: a ModelChoice key; None: the default) says the uploaded images show (before
+    training): an :class:`nscvf.method.outcome.Identification` with its warnings, or None (no readable image, or
+    the model is not loaded yet)."""
+    h = rt.holder(model)
+    h.start()
+    if not files or not h.wait(wait_s) or not h.ready:
         return None
     images = []
     for p in image_paths(files, rt.settings.max_files):
@@ -31,7 +33,7 @@ def identify(rt: Runtime, files, given: str | None = None, wait_s: float = 60.0)
     if not images:
         return None
     request = zerogpu.IdentifyJob(tuple(images), (given or "").strip() or None)
-    return gpu_call("identify", base_state(rt), request)["identification"]
+    return gpu_call("identify", base_state(rt, model), request)["identification"]
 
 
 @dataclass(frozen=True)

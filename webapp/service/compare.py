@@ -72,4 +72,4 @@ def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k:
         except Cancelled:
             return None
         first = Side(rec.result.method or rec.result.config["method"], rec.result, rec.figures.get("after"), rec.job_s)
-        return Comparison(first, second, rec.target, len(images), chain.domain.is_world)
+        return Comparison(first, second, rec.target, len(images), chain.domain.names_things)

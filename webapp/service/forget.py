@@ -75,12 +75,12 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         progress(0.0, desc="reading images")
         req = parse_forget(form, rt.settings.max_files)
         check_time(req.cfg, rt.estimate, rt.settings.time_limit, rt.settings.steps_hi)
-        progress(0.01, desc="waiting for the model to load" if not rt.model.ready else "preparing")
+        progress(0.01, desc="waiting for the model to load" if not rt.holder_of(sess).ready else "preparing")
         chain = ensure_chain(rt, sess)
         target = page_target(chain.domain, req.name, chain.taught)
         key = result_key(chain.state_fingerprint, req.forget_fp, req.cfg, target, req.retain_fp)
         sess.numbers_due = False
-        rec = RequestRecord.from_dict(rt.model.cache.get(key))
+        rec = RequestRecord.from_dict(rt.holder_of(sess).cache.get(key))
         restored = rec is not None
         if restored:
             progress(0.5, desc="restoring the finished request from the cache")
@@ -94,11 +94,11 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
                 why = "time limit" if job.timed_out else "cancelled"
                 return ForgetOutcome(None, n_before, time.time() - t0, stopped=why, request=req)
             if not rec.result.partial:  # a partial request is kept, not reused for the full one
-                store(rt, rec)
+                store(rt, rec, sess)
         seconds = round(time.time() - t0, 2)
         rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation=req.evaluation, shown_s=seconds,
                           restored=restored, retain=tuple(req.retain or ()), evaluable=chain.domain.can_evaluate(rec.target) and rec.target not in chain.taught,
-                          world=chain.domain.is_world)  # fmt: skip
+                          world=chain.domain.names_things)  # fmt: skip
         sess.records.append(rec)
         sess.numbers_due = True
         return ForgetOutcome(rec, len(chain), seconds, restored, request=req)
@@ -142,9 +142,9 @@ def evaluate(rt: Runtime, sess: Session, mode: str | None, progress=lambda *a, *
             return NumbersOutcome(rec, cancelled=True, superseded=superseded)
         rec = sess.records[-1] = rec.replace(evals=ev)
         if rec.key is not None:  # a repeat (also after a restart) shows the numbers at once
-            stored = RequestRecord.from_dict(rt.model.cache.get(rec.key))
+            stored = RequestRecord.from_dict(rt.holder_of(sess).cache.get(rec.key))
             if stored is not None:
-                store(rt, stored.replace(evals=ev))
+                store(rt, stored.replace(evals=ev), sess)
         return NumbersOutcome(rec)
 
 

@@ -44,7 +44,8 @@ log = logging.getLogger("nscvf.app")
 def ensure_chain(rt: Runtime, sess: Session) -> UnlearningChain:
     """The session's chain (made on first use: adapters on the shared base, no model copy)."""
     if sess.chain is None:
-        sess.chain = UnlearningChain(rt.model.get(), rt.model.cache)
+        h = rt.holder_of(sess)
+        sess.chain = UnlearningChain(h.get(), h.cache)
     return sess.chain
 
 
@@ -92,12 +93,14 @@ def gpu_state(rt: Runtime, sess: Session, upto: int | None = None) -> zerogpu.Ch
     return zerogpu.chain_state(chain, upto)
 
 
-def base_state(rt: Runtime) -> zerogpu.ChainState:
-    """The base model alone (no session) as a call's input (who the images show, before any training)."""
-    vlm = rt.model.get()
+def base_state(rt: Runtime, model: str | None = None) -> zerogpu.ChainState:
+    """The base model ``model`` (a ModelChoice key; None: the default) alone, no session, as a call's input (who
+    the images show, before any training)."""
+    h = rt.holder(model)
+    vlm = h.get()
     zerogpu.register_base(vlm)
     cls = type(vlm)
-    cache_dir = None if rt.model.cache is None or rt.model.cache.directory is None else str(rt.model.cache.directory)
+    cache_dir = None if h.cache is None or h.cache.directory is None else str(h.cache.directory)
     return zerogpu.ChainState(vlm.source, vlm.fingerprint, float(cls.step_seconds), float(cls.fixed_seconds),
                               cache_dir=cache_dir)  # fmt: skip
 
@@ -155,10 +158,11 @@ def restore(chain, rec: RequestRecord, images) -> None:
     chain.restore(rec.result, rec.adapter_state, images)
 
 
-def store(rt: Runtime, rec: RequestRecord) -> None:
-    """Keep a finished record in the result cache under its key (a failure is logged, never raised)."""
+def store(rt: Runtime, rec: RequestRecord, sess: Session | None = None) -> None:
+    """Keep a finished record in the result cache of the session's model under its key (a failure is logged,
+    never raised)."""
     try:
-        rt.model.cache.set(rec.key, rec.to_dict())
+        rt.holder_of(sess).cache.set(rec.key, rec.to_dict())
     except Exception:  # noqa: BLE001  (a full disk must not lose the shown result)
         log.warning("could not store the result:\n%s", traceback.format_exc())
 

@@ -97,7 +97,7 @@ def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None)
         job.progress = progress
         progress(0.0, desc="reading images")
         req = parse_teach(form, rt.settings.max_files)
-        progress(0.01, desc="waiting for the model to load" if not rt.model.ready else "preparing")
+        progress(0.01, desc="waiting for the model to load" if not rt.holder_of(sess).ready else "preparing")
         chain = ensure_chain(rt, sess)
         n_before = len(chain)
         sess.numbers_due = False
@@ -110,7 +110,7 @@ def teach(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None)
             return TeachOutcome(None, n_before, round(time.time() - t0, 2), stopped=why, request=req)
         seconds = round(time.time() - t0, 2)
         rec = rec.replace(names=req.names, paths=tuple(req.paths), evaluation="none", evaluable=False, shown_s=seconds,
-                          world=chain.domain.is_world)  # fmt: skip
+                          world=chain.domain.names_things)  # fmt: skip
         sess.records.append(rec)
         return TeachOutcome(rec, len(chain), seconds, request=req)
 

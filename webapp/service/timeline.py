@@ -56,13 +56,14 @@ class Imported:
         return self.records[-1] if self.records else None
 
 
-def _load(rt: Runtime, path: Path):
-    """The chain saved in ``path`` on the shared base model; InputError for anything that is not one."""
+def _load(rt: Runtime, path: Path, sess: Session):
+    """The chain saved in ``path`` on the session's shared base model; InputError for anything that is not one."""
     if not path.is_file():
         raise InputError(f"{path.name}: no such file; upload a .zip downloaded from this app")
-    vlm = rt.model.get()
+    h = rt.holder_of(sess)
+    vlm = h.get()
     try:
-        chain = UnlearningChain.load(vlm, path, rt.model.cache)
+        chain = UnlearningChain.load(vlm, path, h.cache)
     except NSCVFError:
         raise
     except Exception as e:  # noqa: BLE001  (a damaged archive: broken JSON, missing or corrupt adapter files)
@@ -92,7 +93,7 @@ def _records(rt: Runtime, chain, folder: Path) -> list[RequestRecord]:
     for k, (step, r) in enumerate(zip(chain.steps, chain.results), 1):
         paths = _save_images(step.protect_images, folder / f"request_{k}")
         out.append(RequestRecord(r, chain.adapter_state(k), created=now, evaluation="none",
-                                 evaluable=domain.can_evaluate(r.target), world=domain.is_world,
+                                 evaluable=domain.can_evaluate(r.target), world=domain.names_things,
                                  names=tuple(f"imported {Path(p).name}" for p in paths), paths=paths,
                                  restored=True))  # fmt: skip
     if out:
@@ -110,7 +111,7 @@ def import_timeline(rt: Runtime, sess: Session, path) -> Imported:
         raise InputError("no file: upload a .zip downloaded with \u201cDownload this session's timeline\u201d")
     path = Path(path)
     with sess.exclusive("timeline import", evaluation="cancel"):  # replaces the chain: its accuracies are moot
-        chain = _load(rt, path)
+        chain = _load(rt, path, sess)
         folder = session_dir(sess) / f"import-{time.time_ns()}"
         try:
             records = _records(rt, chain, folder)

@@ -74,8 +74,8 @@ class Estimate:
 class ModelHolder:
     """The shared base model, loaded once in a background thread."""
 
-    def __init__(self, settings: Settings, vlm=None, cache=None):
-        self.settings = settings
+    def __init__(self, settings: Settings, vlm=None, cache=None, source: str | None = None):
+        self.settings, self.source = settings, source  # source None: load_model()'s default ($NSCVF_MODEL)
         self._ready = threading.Event()
         self._started = False
         self._lock = threading.Lock()
@@ -101,7 +101,7 @@ class ModelHolder:
             from nscvf.models import load_model
 
             self.cache = Cache(self.settings.data_dir / "cache")
-            vlm = load_model()
+            vlm = load_model(self.source)
             _ = vlm.fingerprint  # computed once here, not on the first click
             self.vlm = vlm
             log.info("model %s loaded on %s (%s) in %.1f s", vlm.source, vlm.device, vlm.dtype, time.time() - t)
@@ -144,6 +144,27 @@ class Runtime:
         if self.turns is None:
             s = self.settings
             self.turns = Turns(s.concurrency, s.long_concurrency, s.turn_s, POLL_S)
+        self._holders: dict[str, ModelHolder] = {}
+        self._holders_lock = threading.Lock()
+
+    def holder(self, key: str | None = None) -> ModelHolder:
+        """The model of ``key`` (a :class:`~webapp.state.settings.ModelChoice` key; None or the default's: the
+        process's :attr:`model`), made on first use and loaded in the background, then shared by every session
+        on it. Refused (:class:`NotReady`) for a model the page does not offer."""
+        if key is None or key == self.settings.default_model:
+            return self.model
+        choice = self.settings.model(key)
+        if choice is None:
+            offered = ", ".join(m.key for m in self.settings.models) or "the default model"
+            raise NotReady(f"this app does not offer the model {key!r}; choose one of: {offered}")
+        with self._holders_lock:
+            if key not in self._holders:
+                self._holders[key] = ModelHolder(self.settings, source=choice.source)
+            return self._holders[key]
+
+    def holder_of(self, sess) -> ModelHolder:
+        """The model a session works on (:attr:`webapp.state.sessions.Session.model`)."""
+        return self.holder(getattr(sess, "model", None))
 
 
 _current: Runtime | None = None

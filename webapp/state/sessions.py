@@ -65,7 +65,19 @@ class Session:
     last_error: str | None = None  # the last failed Forget's message, shown in the status (a toast fades)
     last_used: float = field(default_factory=time.time)
     tmp_dir: str | None = None  # the session's temporary folder (exports, imported images; webapp.service.timeline)
+    model: str | None = None  # the model it works on (a ModelChoice key; None: the page's default model)
+    shelved: dict = field(default_factory=dict)  # model key -> (chain, records) of the models it switched away from
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def switch(self, key: str, current: str) -> None:
+        """Work on the model ``key`` from now on (inside :meth:`exclusive`; ``current``: the key of the model it
+        works on now). That model's chain and records are shelved, and come back when the session switches back;
+        ``key``'s are taken off the shelf (none: its base model, nothing requested yet)."""
+        if key == current:
+            return
+        self.shelved[current] = (self.chain, self.records)
+        self.chain, self.records = self.shelved.pop(key, (None, []))
+        self.model, self.numbers_due, self.last_error = key, False, None
 
     def _behind_evaluation(self, what: str, policy: str, waiting, timeout: float) -> None:
         """While this session's evaluation runs: cancel it (``policy`` "cancel") or not ("wait"), call
@@ -179,8 +191,10 @@ class Session:
         chain, self.chain = self.chain, None
         self.records = []
         tmp, self.tmp_dir = self.tmp_dir, None
-        if chain is not None:
-            chain.close()
+        shelved, self.shelved = list(self.shelved.values()), {}
+        for c in [chain, *(c for c, _ in shelved)]:
+            if c is not None:
+                c.close()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -15,6 +15,7 @@ model in the background, the first request then doing that work).
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from nscvf import world
 from nscvf.images import MAX_FILE_BYTES
 from nscvf.method.config import UnlearnConfig
 from nscvf.method.methods import all_methods
+from nscvf.source import EMBEDDED_MODELS, resolve_source
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (webapp/state/settings.py)
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
@@ -56,6 +58,59 @@ def example_characters(examples_dir: Path) -> list:
     return sorted(chars, key=lambda c: c.name != FIRST_EXAMPLE)
 
 
+@dataclass(frozen=True)
+class Example:
+    """One example on the page: the name the name box gets, its images (they fill the upload) and one held-out
+    image for "Ask both models" (None: none bundled)."""
+
+    name: str
+    files: tuple[str, ...]
+    heldout: str | None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the page offers: its key (an embedded model's short name, else the source itself), what
+    :func:`nscvf.models.load_model` gets, and its label on the page."""
+
+    key: str
+    source: str
+    label: str
+
+
+# The embedded models' labels on the page (issue 17: the visitor switches between them).
+MODEL_LABELS = {"world": "Drawn world: 24 fictitious characters", "photo": "Real photos: 100+ everyday things"}
+
+
+def model_choice(name: str) -> ModelChoice:
+    """``world``, ``photo``, a folder or a Hub id, as the page offers it."""
+    name, source = name.strip(), resolve_source(name.strip())
+    short = {str(Path(d).resolve()): k for k, d in EMBEDDED_MODELS.items()}.get(str(Path(source).expanduser().resolve()))
+    key = short or name  # an embedded model by its folder is that model
+    return ModelChoice(key, resolve_source(key), MODEL_LABELS.get(key, Path(name).name or name))
+
+
+def world_examples(examples_dir: Path) -> list[Example]:
+    """The drawn world's examples: each character's 8 training renders, its held-out render."""
+    out = []
+    for c in example_characters(examples_dir):
+        held = examples_dir / "heldout" / f"{c.key}.png"
+        files = tuple(sorted(str(p) for p in (examples_dir / c.key).glob("*.png")))
+        out.append(Example(c.name, files, str(held) if held.exists() else None))
+    return out
+
+
+def photo_examples(photo_dir: Path) -> list[Example]:
+    """The photo model's examples (``index.json`` of ``scripts/bundle_photo_examples.py``: crops of public-domain
+    and CC0 photographs, views of emoji renders); none when the folder is missing."""
+    index = photo_dir / "index.json"
+    if not index.is_file():
+        return []
+    rows = json.loads(index.read_text(encoding="utf-8"))["examples"]
+    return [Example(r["concept"], tuple(str(photo_dir / f) for f in r["files"]),
+                    str(photo_dir / r["heldout"]) if r.get("heldout") else None) for r in rows]  # fmt: skip
+
+
 # First guesses of a request's cost on a small CPU, refined by every finished request (runtime.Estimate).
 SECONDS_PER_STEP = 0.4
 OVERHEAD_S = 20.0  # references, null space, answers before/after, plots
@@ -73,6 +128,10 @@ class Settings:
     data_dir: Path
     examples_dir: Path
     model_dir: Path  # the embedded model (named as such on the page)
+    # The models the page offers, the first the default (``NSCVF_MODEL``); empty: only the process's model, the
+    # drawn world's examples (tests that hand the runtime a loaded model).
+    models: tuple[ModelChoice, ...] = ()
+    photo_examples_dir: Path = ROOT / "assets" / "photo_examples"
     max_queue: int = 16
     time_limit: int = 600
     max_files: int = 32
@@ -90,6 +149,21 @@ class Settings:
         """The most Steps the form offers and accepts (the live estimate can only lower what is accepted:
         :func:`webapp.service.form.check_time`), so that the box and the validation agree."""
         return self.max_steps or steps_max(self.time_limit)
+
+    def examples(self, model: str | None = None) -> list[Example]:
+        """The examples of ``model`` (a :class:`ModelChoice` key; None: the default model)."""
+        if self.models and (model or self.models[0].key) == "photo":
+            return photo_examples(self.photo_examples_dir)
+        return world_examples(self.examples_dir)
+
+    @property
+    def default_model(self) -> str | None:
+        return self.models[0].key if self.models else None
+
+    def model(self, key: str | None) -> ModelChoice | None:
+        """The offered model of ``key`` (None: the default), or None when the page does not offer it."""
+        key = key or self.default_model
+        return next((m for m in self.models if m.key == key), None)
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -109,7 +183,26 @@ class Settings:
             long_concurrency=max(1, _env_int(env, "NSCVF_LONG_CONCURRENCY", 1)),
             max_steps=max(0, _env_int(env, "NSCVF_MAX_STEPS", 0)),
             warm_up=_env_int(env, "NSCVF_WARMUP", 1) != 0,
+            models=offered_models(env),
         )
+
+
+def offered_models(env) -> tuple[ModelChoice, ...]:
+    """``NSCVF_MODELS`` (comma-separated: short names, folders, Hub ids), else ``NSCVF_MODEL`` (default ``world``):
+    an embedded model first, then the other embedded models whose folders exist; a folder or Hub id alone. The
+    first is the page's default."""
+    listed = [m for m in (env.get("NSCVF_MODELS") or "").split(",") if m.strip()]
+    if not listed:
+        first = (env.get("NSCVF_MODEL") or "world").strip()
+        embedded = resolve_source(first) in {str(d) for d in EMBEDDED_MODELS.values()}
+        listed = [first] + [k for k, d in EMBEDDED_MODELS.items()
+                            if embedded and resolve_source(first) != str(d) and (d / "config.json").exists()]  # fmt: skip
+    out, seen = [], set()
+    for m in map(model_choice, listed):
+        if m.source not in seen:
+            seen.add(m.source)
+            out.append(m)
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=1)

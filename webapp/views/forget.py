@@ -209,8 +209,8 @@ def plot_note(rec: RequestRecord) -> str:
         why = " Too few points for UMAP: PCA is shown instead." if figs["method"] == "PCA" else ""
     return (
         f"**{figs['method']}** of the pooled visual features z(x) (fitted on *before*, applied to *after*, same axes): "
-        f"{counts['forget']} forget images (red stars), {counts['retain']} retained renders (blue), "
-        f'{counts["unknown"]} renders of the "unknown" region (grey). Hover a point for its label.' + why
+        f"{counts['forget']} forget images (red stars), {counts['retain']} retained images (blue), "
+        f'{counts["unknown"]} images of the "unknown" region (grey). Hover a point for its label.' + why
     )
 
 

@@ -4,7 +4,7 @@ line under the name box (:func:`identify_note`). Pure: a record in, words out.""
 
 from __future__ import annotations
 
-from nscvf import world
+from nscvf.eval import names_in
 from nscvf.method.outcome import assess
 from nscvf.method.outcome import identification as identify
 from webapp.state.records import RequestRecord, result_dict
@@ -23,8 +23,9 @@ def outcome(rec: RequestRecord):
 
 def identification(rec: RequestRecord):
     """Who the base model said the images showed before training, and the warnings that follow."""
-    named_world = rec.world and (rec.target is None or rec.target in world.NAMES)  # not a concept taught in the session
-    return identify(rec.before.forget.identity, rec.target, named_world)
+    # not a concept taught in the session: a world character or a concept of the photo model's table
+    named = rec.world and (rec.target is None or bool(names_in(f"This is {rec.target}.")))
+    return identify(rec.before.forget.identity, rec.target, named)
 
 
 def verdict(rec: RequestRecord, o=None) -> tuple[str, str]:
