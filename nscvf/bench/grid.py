@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -142,6 +143,19 @@ def _ray(pending: list[J.Job], settings: BenchSettings, opts: GridOptions, done)
             ray.shutdown()
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM (a scheduler's or ``kill``'s stop) and SIGINT (also in a background run, which starts with it
+    ignored) stop the grid as Ctrl-C does: the workers stop, the finished jobs' files stay and the session is
+    recorded in run.json. Returns the handlers to put back (none outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 def run_grid(
     settings: BenchSettings, out: str | Path, opts: GridOptions = GridOptions(), progress=print, command: str = "nscvf bench"
 ) -> GridReport:
@@ -168,10 +182,13 @@ def run_grid(
         status = f"FAILED: {res['error']}" if "error" in res else f"{res['seconds']} s"
         progress(f"[{n}/{len(pending)}] {job.name}: {status} (ETA {eta / 60:.1f} min)")
 
+    stops = _stop_on_signals()
     try:
         if pending:
             (_local if opts.backend == "local" else _ray)(pending, settings, opts, done)
     finally:
+        for sig, handler in stops.items():
+            signal.signal(sig, handler)
         rep.wall_seconds = round(time.time() - t0, 1)
         if rep.ran or rep.failed:
             session = {"backend": opts.backend, "workers": opts.workers, "commit": commit, "started": started}
