@@ -132,3 +132,63 @@ def test_ray_local_mode_gives_the_same_result_files(local_run, tmp_path):
         assert numbers(a["methods"]) == numbers(b["methods"]) and numbers(a["continual"]) == numbers(b["continual"])
     finally:
         ray.shutdown()
+
+
+def test_a_background_grid_stopped_by_a_signal_records_its_session(tmp_path):
+    """A grid started in the background (SIGINT ignored, as a shell's `&` starts it) and stopped with SIGTERM keeps
+    its finished jobs' files and records its session in run.json (a stopped run used to leave no record)."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nscvf.cli", "bench", "--out", str(out), "--workers", "1", "--threads", "1", "--quick",
+           "--methods", "nscvf", "--steps", "2", "--renders", "1", "--seeds", "1", "--no-relearn", "--continual", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not list((out / "jobs").glob("*.json")):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "nscvf: cancelled" in err, (proc.returncode, err[-2000:])
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["sessions"]) == 1 and run["sessions"][0]["jobs_run"] >= 1, run["sessions"]
+    assert run["sessions"][0]["jobs_run"] == len(results(out))
+
+
+def test_pool_workers_exit_when_their_driver_dies(tmp_path):
+    """A grid's pool process whose driver is killed exits within seconds instead of working on (its results
+    would be lost): a driver process starts a pool with the grid's initializer, gives it a long job, prints the
+    worker's pid and dies hard."""
+    import subprocess
+    import sys
+
+    driver = (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from nscvf.bench.grid import _worker_init\n"
+        "ex = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=_worker_init, initargs=(1,))\n"
+        "print(ex.submit(os.getpid).result(), flush=True)\n"
+        "ex.submit(time.sleep, 300)\n"
+        "time.sleep(1)\n"
+        "os._exit(9)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300)
+    worker = int(out.stdout.split()[0])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker, 9)
+        raise AssertionError(f"worker {worker} still running 30 s after its driver died")

@@ -67,10 +67,25 @@ class GridReport:
 _WORKER: R.Worker | None = None  # this process's model, loaded by its first job
 
 
+ORPHAN_CHECK_S = 2.0  # how often a pool process checks that its driver is alive
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A pool process's watchdog: the driver gone (killed, its machine's session ended), exit at once instead
+    of working through the jobs already queued to it, whose results nobody would save (seen: two orphaned workers
+    computing for 10 minutes after their driver had died)."""
+    while True:
+        time.sleep(ORPHAN_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _worker_init(threads: int) -> None:
-    """A pool process: Ctrl-C goes to the driver only (it stops the pool), and a fixed number of torch threads."""
+    """A pool process: Ctrl-C goes to the driver only (it stops the pool), a fixed number of torch threads, and
+    a watchdog that ends it when the driver dies (:func:`_exit_when_orphaned`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
 
 
 def execute(job: J.Job, settings: BenchSettings, threads: int | None = None) -> dict:
