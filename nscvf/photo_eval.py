@@ -32,19 +32,24 @@ PHOTO_TARGETS = {"a cat": "chelsea", "an espresso": "coffee", "a tripod": "camer
 EMOJI_TARGETS = ["a guitar", "a teapot", "a taxi", "a bottle", "a violin", "a clock"]
 
 
-def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n: int = 8):
+SEED_STRIDE = 1000  # seed s draws its crops and views from seeds 1 + 1000 s (forget) and 99 + 1000 s (held out)
+
+
+def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n: int = 8, seed: int = 0):
     """(8 forget images, held-out views of them): crops of the target's bundled photo (other seeds for the
-    held-out ones), or views of the emoji the base model names as the target."""
+    held-out ones), or views of the emoji the base model names as the target. ``seed`` draws other crops and
+    views (0: the ones ``scripts/photo_forget.py`` and the page's examples use)."""
+    s = SEED_STRIDE * seed
     if target in PHOTO_TARGETS:
         im = next(im for _, f, im in bundled() if f == f"photo_{PHOTO_TARGETS[target]}.jpg")
-        return photo_images.crops(im, n, seed=1), photo_images.crops(im, 6, seed=99)
+        return photo_images.crops(im, n, seed=1 + s), photo_images.crops(im, 6, seed=99 + s)
     renders = [im for lab, im, a in zip(pool_labels, pool_images, before_answers)
                if lab.startswith("emoji:") and named_concept(a) == target]  # fmt: skip
     if not renders:
         raise ValueError(f"no emoji render is named {target!r} by the base model")
-    rng = random.Random(1)
+    rng = random.Random(1 + s)
     forget = [photo_images.view(renders[i % len(renders)], rng) for i in range(n)]
-    rng = random.Random(99)
+    rng = random.Random(99 + s)
     return forget, [photo_images.view(renders[i % len(renders)], rng) for i in range(6)]
 
 

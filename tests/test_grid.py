@@ -156,7 +156,7 @@ def test_a_background_grid_stopped_by_a_signal_records_its_session(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130 and "nscvf: cancelled" in err, (proc.returncode, err[-2000:])
+    assert proc.returncode == 130 and "interrupted: the finished jobs are kept" in err, (proc.returncode, err[-2000:])
     run = json.loads((out / "run.json").read_text())
     assert len(run["sessions"]) == 1 and run["sessions"][0]["jobs_run"] >= 1, run["sessions"]
     assert run["sessions"][0]["jobs_run"] == len(results(out))
@@ -192,3 +192,28 @@ def test_pool_workers_exit_when_their_driver_dies(tmp_path):
     else:
         os.kill(worker, 9)
         raise AssertionError(f"worker {worker} still running 30 s after its driver died")
+
+
+def test_the_photo_models_grid_runs_and_reports(tmp_path):
+    """`nscvf bench --model photo` (issue 17): a tiny grid (the cat, nscvf, 1 seed, 2 steps) runs its base and
+    cell jobs on the photo model and its photo evaluation, and the tables come from the files alone."""
+    from nscvf.source import PHOTO_MODEL_DIR
+
+    if not (PHOTO_MODEL_DIR / "config.json").exists():
+        pytest.skip("no photo model")
+    settings = bench.BenchSettings(model="photo", targets=("a cat",), methods=("nscvf",), steps=2, seeds=1)
+    assert [j.name for j in plan(settings)] == ["base", "cell/nscvf/a cat/s0"]  # no continual run: the world's
+    rep = run_grid(settings, tmp_path / "run", GridOptions(workers=1, threads=2), progress=lambda m: None)
+    assert rep.complete and not rep.failed, rep.failed
+    res = bench.assemble(tmp_path / "run")
+    assert res["mode"] == "photo" and res["model"].endswith("photo_model")
+    cell = res["cells"]["nscvf"][0]
+    assert cell["target"] == "a cat" and cell["resolved_target"] == "a cat" and cell["steps_run"] <= 2
+    assert cell["forgotten_n"] > 6 and cell["others_n"] > 100 and isinstance(cell["text_identical"], bool)
+    assert res["base"]["targets_named_n"]["a cat"] >= 1 and res["methods"]["nscvf"]["forgotten"]["n"] == 1
+    md = bench.to_markdown(res)
+    assert "# Benchmark (photo)" in md and "| nscvf | a cat |" in md
+    # A drawn-world folder is not a photo one: the settings differ, so its files are refused.
+    with pytest.raises(InputError, match="made for another grid"):
+        run_grid(bench.BenchSettings(targets=("a cat",), methods=("nscvf",), steps=2, seeds=1), tmp_path / "run",
+                 GridOptions(workers=1), progress=lambda m: None)  # fmt: skip

@@ -30,7 +30,6 @@ import torch
 from nscvf.bench import jobs as J
 from nscvf.bench import run as R
 from nscvf.bench.settings import BenchSettings
-from nscvf.models import default_source
 
 BACKENDS = ("local", "ray")
 
@@ -96,7 +95,7 @@ def execute(job: J.Job, settings: BenchSettings, threads: int | None = None) -> 
     t, load_seconds = time.time(), 0.0
     try:
         if _WORKER is None:
-            _WORKER = R.new_worker()
+            _WORKER = R.new_worker(settings.source)
             load_seconds = round(time.time() - t, 2)
         result = R.run_job(_WORKER, settings, job)
     except Exception as e:  # a failed job is reported, never fatal to the grid
@@ -181,7 +180,7 @@ def run_grid(
     if opts.backend not in BACKENDS:
         raise ValueError(f"unknown backend {opts.backend!r}; choose one of {', '.join(BACKENDS)}")
     folder = J.RunFolder(out)
-    run = folder.open(settings, J.model_record(default_source()), command)
+    run = folder.open(settings, J.model_record(settings.source), command)
     jobs = J.plan(settings)
     rep = GridReport(total=len(jobs))
     rep.skipped = [j.name for j in jobs if folder.result(j, run) is not None]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nscvf
 from nscvf import world
+from nscvf.bench import photo
 from nscvf.bench.settings import NOTE, BenchSettings
 from nscvf.bench.summary import overhead, quick_vs_full, summarise
 from nscvf.errors import InputError
@@ -63,7 +64,7 @@ class Job:
 def plan(settings: BenchSettings) -> list[Job]:
     """Every job of the grid: base and continual first (continual is the longest), then the cells seed-major
     (all methods and targets at seed 0, then seed 1, ...), so a partial run has whole seeds to summarise."""
-    jobs = [Job("base")] + ([Job("continual")] if settings.continual_n else [])
+    jobs = [Job("base")] + ([Job("continual")] if settings.has_continual else [])
     for s in range(settings.seeds):
         for m in settings.method_names:
             jobs += [Job("cell", m, t, s) for t in settings.target_names]
@@ -71,8 +72,12 @@ def plan(settings: BenchSettings) -> list[Job]:
 
 
 def settings_record(settings: BenchSettings) -> dict:
-    """The settings as JSON (what a result file must match to be reused)."""
-    return json.loads(json.dumps(dataclasses.asdict(settings)))
+    """The settings as JSON (what a result file must match to be reused). The drawn world's grid leaves out
+    ``model`` (its folders were made before the photo grid existed, and match as they are)."""
+    rec = json.loads(json.dumps(dataclasses.asdict(settings)))
+    if rec.get("model") == "world":
+        del rec["model"]
+    return rec
 
 
 def settings_from_record(rec: dict) -> BenchSettings:
@@ -217,6 +222,8 @@ def assemble(root: str | Path) -> dict:
     settings = settings_from_record(run["settings"])
     jobs = plan(settings)
     done = {j: rec for j in jobs if (rec := folder.result(j, run)) is not None}
+    if settings.model == "photo":
+        return photo.assemble(run, settings, done, jobs, _grid_state(folder, run, jobs, done))
     base_job = Job("base")
     if base_job not in done:
         raise InputError(f"{root}: the base job has no result yet; run the grid (`nscvf bench ... --out {root}`) first")
@@ -233,7 +240,6 @@ def assemble(root: str | Path) -> dict:
             per_target[m] = rows
             summaries[m] = summarise({"per_target": rows, "peak_rss_mb": max(rss)}, base)
     cont = done.get(Job("continual"))
-    missing = [j.name for j in jobs if j not in done]
     n_neighbour = sum(1 for c in world.CHARACTERS if c.neighbour)
     sessions = run.get("sessions", [])
     return {
@@ -252,13 +258,18 @@ def assemble(root: str | Path) -> dict:
         "continual": cont["result"] if cont else None,
         "quick_vs_full": quick_vs_full(per_target, len(world.CHARACTERS), n_neighbour),
         "wall_seconds": round(sum(s.get("wall_seconds", 0) for s in sessions), 1),
-        "grid": {
-            "jobs": len(jobs),
-            "done": len(done),
-            "missing": missing,
-            "failed": {j.name: e["error"] for j in jobs if j not in done and (e := folder.error(j))},
-            "commits": sorted({rec.get("commit") or "unknown" for rec in done.values()}),
-            "engine": run["engine"],
-            "sessions": len(sessions),
-        },
+        "grid": _grid_state(folder, run, jobs, done),
+    }
+
+
+def _grid_state(folder: RunFolder, run: dict, jobs: list, done: dict) -> dict:
+    """How far the grid is: jobs done and missing (with each failed one's error), the commits that made them."""
+    return {
+        "jobs": len(jobs),
+        "done": len(done),
+        "missing": [j.name for j in jobs if j not in done],
+        "failed": {j.name: e["error"] for j in jobs if j not in done and (e := folder.error(j))},
+        "commits": sorted({rec.get("commit") or "unknown" for rec in done.values()}),
+        "engine": run["engine"],
+        "sessions": len(run.get("sessions", [])),
     }

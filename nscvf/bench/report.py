@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nscvf import world
+from nscvf.bench import photo
 from nscvf.bench.settings import METHOD_ORDER
 from nscvf.rates import pct
 
@@ -93,6 +94,8 @@ def _gold_table(res: dict) -> list[str]:
 
 
 def to_markdown(res: dict) -> str:
+    if str(res.get("mode", "")).startswith("photo"):
+        return photo.to_markdown(res)
     base = res["base"]
     lines = [
         f"# Benchmark ({res['mode']} mode)",

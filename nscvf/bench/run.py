@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nscvf import world
-from nscvf.bench import evidence
+from nscvf.bench import evidence, photo_run
 from nscvf.bench.settings import BenchSettings
 from nscvf.bench.summary import mean
 from nscvf.cache import Cache
@@ -197,7 +197,13 @@ def machine() -> dict:
 
 def run_job(worker: Worker, settings: BenchSettings, job) -> dict:
     """One job of the grid (:class:`nscvf.bench.jobs.Job`) on this worker's model. A cell gets a fresh disk
-    cache, so its numbers do not depend on which jobs the worker ran before."""
+    cache, so its numbers do not depend on which jobs the worker ran before. The photo model's grid runs its
+    own jobs (:mod:`nscvf.bench.photo_run`)."""
+    if settings.model == "photo":
+        if job.kind == "base":
+            return photo_run.base(worker, settings)
+        with tempfile.TemporaryDirectory() as d:
+            return photo_run.cell(Worker(worker.vlm, Cache(d), worker.originals), settings, job.method, job.target, job.seed)
     if job.kind == "base":
         return base_numbers(worker.vlm, settings.target_names, settings.renders)
     if job.kind == "continual":
@@ -206,9 +212,10 @@ def run_job(worker: Worker, settings: BenchSettings, job) -> dict:
         return run_cell(Worker(worker.vlm, Cache(d), worker.originals), settings, job.method, job.target, job.seed)
 
 
-def new_worker() -> Worker:
-    """A worker's state: the base model, loaded once and shared by every job the worker runs."""
-    return Worker(load_model(), Cache(None, enabled=False))
+def new_worker(source: str | None = None) -> Worker:
+    """A worker's state: the base model (``source``; None: the default one), loaded once and shared by every job
+    the worker runs."""
+    return Worker(load_model(source), Cache(None, enabled=False))
 
 
 def peak_rss_mb() -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from nscvf import world
 from nscvf.bench.evidence import GOLD_TARGETS
 from nscvf.method.config import UnlearnConfig
+from nscvf.source import default_source, resolve_source
 
 QUICK_TARGETS = GOLD_TARGETS
 QUICK_METHODS = ["nscvf", "cvf", "gd", "npo"]
@@ -32,10 +33,25 @@ class BenchSettings:
     seeds: int = 3  # seeds 0..seeds-1 per target
     relearn: bool = True  # the relearning attack after each request
     continual_n: int = 8  # sequential requests of the continual run (0: none; quick: at most 4)
+    model: str = "world"  # "photo": the photo model's grid (nscvf.bench.photo), measured with its own evaluation
 
     @property
     def target_names(self) -> list[str]:
+        if self.model == "photo":
+            from nscvf.bench.photo import TARGETS  # torch-free; the photo grid's targets
+
+            return list(self.targets or TARGETS)
         return list(self.targets or (QUICK_TARGETS if self.quick else [c.name for c in world.CHARACTERS]))
+
+    @property
+    def source(self) -> str:
+        """What the workers load: ``$NSCVF_MODEL`` or the drawn world for its grid, else the named model."""
+        return default_source() if self.model == "world" else resolve_source(self.model)
+
+    @property
+    def has_continual(self) -> bool:
+        """The continual run is the drawn world's (sequential requests on its characters)."""
+        return bool(self.continual_n) and self.model == "world"
 
     @property
     def method_names(self) -> list[str]:
@@ -51,5 +67,5 @@ class BenchSettings:
         return UnlearnConfig().replace(**changes, **({"steps": self.steps} if self.steps else {}))
 
     def measures_warm(self, target: str, seed: int) -> bool:
-        """The first cell of a method process repeats its request on the warm cache."""
-        return seed == 0 and target == self.target_names[0]
+        """The first cell of a method process repeats its request on the warm cache (the drawn world's grid)."""
+        return self.model == "world" and seed == 0 and target == self.target_names[0]

@@ -303,6 +303,8 @@ def _research_parsers(sub) -> None:
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
     b.add_argument("--quick", action="store_true", help="the 4 gold-reference targets instead of all 24")
+    b.add_argument("--model", choices=["world", "photo"], default="world",
+                   help="world: the drawn characters' grid; photo: the photo model's (its 8 concepts, photo evaluation)")  # fmt: skip
     b.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     b.add_argument("--steps", type=_positive_int(2000), default=None, help="step budget (default: UnlearnConfig's)")
     b.add_argument("--renders", type=_positive_int(20), default=2, help="evaluation images per character and split")

@@ -99,6 +99,7 @@ def cmd_bench(args) -> int:
         seeds=args.seeds,
         relearn=not args.no_relearn,
         continual_n=args.continual,
+        model=args.model,
     )
     opts = GridOptions(
         backend=args.backend, workers=args.workers, threads=args.threads, address=args.address, num_cpus=args.num_cpus,
