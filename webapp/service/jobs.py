@@ -114,10 +114,10 @@ def gpu_call(kind: str, state: zerogpu.ChainState, request, job: Job | None = No
 
 
 @contextmanager
-def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expected: float | None = None):
+def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expected=None):
     """This session's training in a fair turn between visitors (:mod:`webapp.state.turns`; ``seconds`` at
-    most, ``expected`` for the ETAs): while it waits, the page says how many are ahead and when its turn
-    comes; Cancel drops it. Yields the seconds waited.
+    most, ``expected`` its cost for the ETAs, which the job's pace refines while it runs): while it waits,
+    the page says how many are ahead and when its turn comes; Cancel drops it. Yields the seconds waited.
     A turn is at least 1.5x a request at the default Steps, so an ordinary request is never long, however
     slow this machine's estimate has become."""
 
@@ -127,7 +127,7 @@ def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expecte
                            f"{place.eta_s:.0f} s")  # fmt: skip
 
     ordinary = 1.5 * rt.estimate.seconds(UnlearnConfig().steps)
-    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting, turn_s=ordinary, expected=expected) as waited:
+    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting, turn_s=ordinary, expected=expected, pace=job.pace) as waited:
         if waited:
             log.info("%s waited %.1f s for a turn (%.0f s estimated)", sess.sid[:8], waited, seconds)
         yield waited
