@@ -68,8 +68,9 @@ def prepare_gpu(rt: Runtime) -> bool:
 def warm_up(rt: Runtime) -> dict | None:
     """Before the page serves (off ZeroGPU, unless ``NSCVF_WARMUP=0``): load the model here and run the
     engine's warm-up request (:func:`nscvf.method.warmup.warm_up`: the image sets, the base model's features
-    and covariances, torch's first passes), so that a first visitor's click is a warm request. Returns what
-    it did, or None; a failure is logged and the page serves anyway (the first request then does the work)."""
+    and covariances, torch's first passes), so that a first visitor's click is a warm request, and the
+    estimate's seconds per step are this machine's (:meth:`~webapp.state.runtime.Estimate.calibrate`). Returns
+    what it did, or None; a failure is logged and the page serves anyway (the first request then does the work)."""
     try:
         vlm = rt.model.get()
     except NotReady:
@@ -80,7 +81,9 @@ def warm_up(rt: Runtime) -> dict | None:
         log.warning("warm-up failed (the first request does its work):\n%s", traceback.format_exc())
         return None
     if out is not None:
-        log.info("warm-up request on %s: %.1f s (%.1f CPU s)", out["target"], out["seconds"], out["cpu_seconds"])
+        rt.estimate.calibrate(out.get("timings"))  # so that the first visitors' ETAs are this machine's
+        log.info("warm-up request on %s: %.1f s (%.1f CPU s, %s s per step)", out["target"], out["seconds"],
+                 out["cpu_seconds"], out.get("timings", {}).get("seconds_per_step"))  # fmt: skip
     return out
 
 

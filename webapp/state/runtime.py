@@ -70,6 +70,14 @@ class Estimate:
         """Seconds before the time limit at which training must stop to be measured in time."""
         return max(5.0, 1.5 * self.after_s + 2 * self.seconds_per_step)
 
+    def calibrate(self, timings: dict | None) -> None:
+        """Take this machine's seconds per step from the warm-up request's timings (a real request's steps,
+        before any visitor's: the first ETAs and time checks are then this machine's, not the first guess).
+        Its other phases ran cold (the image sets and covariances drawn for the first time): not taken."""
+        sps = (timings or {}).get("seconds_per_step")
+        if sps and float(sps) > 0:
+            self.seconds_per_step = round(float(sps), 4)
+
     def update(self, timings: dict, job_s: float | None, steps_share: float | None = None) -> None:
         """Fold in a finished request: its timings, its job's seconds, and the share of its Steps it ran
         (``steps_share``: given for a request that stops once forgotten and ran to its own end)."""
