@@ -203,10 +203,21 @@ def test_eta_scales_with_the_pace_the_running_steps_measure():
         b = _running_ticket(turns, "b", cost, started=now - 1.0)  # B started 1 s ago, after A's measured steps
         c = turns.join("c", cost.seconds, expected=cost)
         beside = 1.0 + SHARED_SLOWDOWN  # B runs beside A
-        assert turns._speed() == pytest.approx(speed)
+        assert turns._pace() == pytest.approx(per_step)
         assert turns._eta(c, now) == pytest.approx(cost.seconds * speed * beside - 1.0)
         turns.leave(b)
         assert turns._eta(c, now) == 0.0  # its slot is free
+
+
+def test_each_cost_is_scaled_from_its_own_seconds_per_step():
+    """Costs made at different estimates (a finished request moved it between two joins) meet the one pace
+    measured now: B's cost, made when the estimate said 0.8 s a step, counts at the 0.4 s measured."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
+    now = _steps(a.pace, 0, 30, 10.0, 0.4)
+    _running_ticket(turns, "b", Cost(4.0, 20, 0.8, 8.0, 40), started=now)
+    c = turns.join("c", 14, expected=Cost(2.0, 20, 0.4, 4.0, 40))
+    assert turns._eta(c, now) == pytest.approx((4.0 + 20 * 0.8 + 8.0) * 0.5 * (1 + SHARED_SLOWDOWN))
 
 
 def test_pace_measured_beside_another_job_is_not_counted_twice():
@@ -215,7 +226,7 @@ def test_pace_measured_beside_another_job_is_not_counted_twice():
     _running_ticket(turns, "b", Cost(2.0, 20, 0.4, 4.0, 40), started=0.0)
     a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
     _steps(a.pace, 0, 30, 5.0, 0.8 * (1 + SHARED_SLOWDOWN))
-    assert turns._speed() == pytest.approx(2.0)
+    assert turns._pace() == pytest.approx(0.8)  # 2x the estimate's 0.4 s
 
 
 def test_a_running_job_counts_what_it_has_left():

@@ -39,7 +39,7 @@ class Estimate:
     # six examples at the defaults ran 10-16 of 40 steps, one 40; issue 19's ETA, 1.9x its wait at load 13).
     steps_share: float = 0.5
     # What the turns' ETAs expect of the rest of a request, in its own steps' worth (a ratio of two times
-    # measured on the same machine at the same load, so the live pace scales it: turns.Turns._speed). A moving
+    # measured on the same machine at the same load, so the live pace scales it: turns.Turns._pace). A moving
     # average of the finished requests; first guesses measured on the embedded model (issue 19, load ~4):
     # before its steps 2.9-4.9 steps' worth in 5 default requests alone or beside another (23 for the first
     # one of a process without a warm-up), after them 5.0-10.7. ``before_s``/``after_s`` stay the time

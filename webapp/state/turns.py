@@ -33,9 +33,9 @@ from nscvf.errors import Cancelled, NSCVFError
 # shared model (the engine holds it per step) on the same cores. Measured (issue 19, load ~4, 2 cores): a
 # default request took 9.3 s alone and 21.0 s beside a 400-step one, whose steps went from 0.36-0.42 s to
 # 0.77-1.02 s meanwhile (2.3x); at load 19 an earlier one went from 36 to 57 s (1.6x). 1.0: the 2x of steps
-# taken in turn. The machine's own pace (its load) is measured live (Turns._speed), not set here.
+# taken in turn. The machine's own pace (its load) is measured live (Turns._pace), not set here.
 SHARED_SLOWDOWN = 1.0
-SPEED_RANGE = (0.1, 20.0)  # the measured pace over the estimate's, clamped (a stalled or a bogus reading)
+SPEED_RANGE = (0.1, 20.0)  # the measured pace over a cost's, clamped (a stalled or a bogus reading)
 
 
 class Full(NSCVFError):
@@ -149,26 +149,35 @@ class Turns:
     def _running(self) -> list[Ticket]:
         return [t for t in self._tickets if t.started is not None]
 
-    def _speed(self) -> float:
-        """This machine's pace now over the estimates' (lock held): each running job in its steps measures it,
-        its last steps' seconds over its cost's, less the share of the jobs that ran beside it meanwhile (the
-        median of them); 1 when none does (its cost is all there is)."""
-        running, ratios = self._running(), []
+    def _pace(self) -> float | None:
+        """This machine's seconds per step now, alone (lock held): each running job in its steps measures it,
+        its last steps' seconds less the share of the jobs that ran beside it meanwhile (the median of them);
+        None when none does (then the costs' own seconds are all there is)."""
+        running, paces = self._running(), []
         for t in running:
-            measured = t.pace.per_step() if t.pace is not None and t.cost is not None else None
-            if measured is None or t.cost.seconds_per_step <= 0:
+            measured = t.pace.per_step() if t.pace is not None else None
+            if measured is None:
                 continue
             per_step, since = measured
             beside = sum(1 for o in running if o is not t and o.started <= since)
-            ratios.append(per_step / (t.cost.seconds_per_step * (1.0 + SHARED_SLOWDOWN * beside)))
-        lo, hi = SPEED_RANGE
-        return min(hi, max(lo, statistics.median(ratios))) if ratios else 1.0
+            paces.append(per_step / (1.0 + SHARED_SLOWDOWN * beside))
+        return statistics.median(paces) if paces else None
+
+    @staticmethod
+    def _scale(t: Ticket, pace: float | None, beside: int) -> float:
+        """What ``t``'s cost's seconds are worth now: times the measured pace over its cost's (clamped), and
+        ``1 + SHARED_SLOWDOWN`` for each of the ``beside`` jobs that run beside it."""
+        speed = 1.0
+        if pace is not None and t.expected.seconds_per_step > 0:
+            lo, hi = SPEED_RANGE
+            speed = min(hi, max(lo, pace / t.expected.seconds_per_step))
+        return speed * (1.0 + SHARED_SLOWDOWN * max(0, beside))
 
     @staticmethod
     def _left(t: Ticket, now: float, scale: float) -> float:
-        """Seconds a running job has left, its cost's seconds times ``scale`` (the pace now and the jobs
-        beside it): in its steps, the steps still expected and what follows them; after them, what is left of
-        what follows; before them, all but what it has run already."""
+        """Seconds a running job has left, its cost's seconds times ``scale`` (:meth:`_scale`): in its steps,
+        the steps still expected and what follows them; after them, what is left of what follows; before them,
+        all but what it has run already."""
         c, pace = t.expected, t.pace
         phase = pace.phase if pace is not None else "before"
         step_s, after = c.seconds_per_step * scale, c.after_s * scale
@@ -181,24 +190,21 @@ class Turns:
 
     def _eta(self, ticket: Ticket, now: float) -> float:
         """Seconds until ``ticket`` starts: each slot frees when its job has run what it has left; the jobs
-        ahead take the slots in order, each its whole cost (lock held). Every second is at the pace measured
-        now (:meth:`_speed`), a job's times ``1 + SHARED_SLOWDOWN`` for each other job that runs beside it."""
-        lane, running, speed = self._lane(ticket.long), self._running(), self._speed()
-        free = [
-            self._left(t, now, speed * (1.0 + SHARED_SLOWDOWN * (len(running) - 1))) for t in running if t.long == ticket.long
-        ]
+        ahead take the slots in order, each its whole cost (lock held). Every cost is at the pace measured now
+        (:meth:`_pace`, :meth:`_scale`), beside the jobs that run with it."""
+        lane, running, pace = self._lane(ticket.long), self._running(), self._pace()
+        free = [self._left(t, now, self._scale(t, pace, len(running) - 1)) for t in running if t.long == ticket.long]
         free += [0.0] * max(0, self._capacity(ticket.long) - len(free))
         heapq.heapify(free)
         # A job that starts later runs beside the other lane's running jobs (its own lane's slots: in turn).
         beside = sum(1 for t in running if t.long != ticket.long) + min(self._capacity(ticket.long), len(lane)) - 1
-        whole = speed * (1.0 + SHARED_SLOWDOWN * max(0, beside))
         for t in lane:
             if t.started is not None:
                 continue
             start = heapq.heappop(free)
             if t is ticket:
                 return start
-            heapq.heappush(free, start + t.expected.seconds * whole)
+            heapq.heappush(free, start + t.expected.seconds * self._scale(t, pace, beside))
         return 0.0
 
     def place(self, ticket: Ticket) -> Place:
