@@ -203,7 +203,7 @@ def test_eta_scales_with_the_pace_the_running_steps_measure():
         b = _running_ticket(turns, "b", cost, started=now - 1.0)  # B started 1 s ago, after A's measured steps
         c = turns.join("c", cost.seconds, expected=cost)
         beside = 1.0 + SHARED_SLOWDOWN  # B runs beside A
-        assert turns._pace() == pytest.approx(per_step)
+        assert turns._pace(None) == pytest.approx(per_step)
         assert turns._eta(c, now) == pytest.approx(cost.seconds * speed * beside - 1.0)
         turns.leave(b)
         assert turns._eta(c, now) == 0.0  # its slot is free
@@ -220,13 +220,25 @@ def test_each_cost_is_scaled_from_its_own_seconds_per_step():
     assert turns._eta(c, now) == pytest.approx((4.0 + 20 * 0.8 + 8.0) * 0.5 * (1 + SHARED_SLOWDOWN))
 
 
+def test_a_pace_counts_for_its_own_model_only():
+    """The app's models step at their own paces: a photo-model job's steps say nothing of the drawn world's."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400, model="photo"), started=0.0, long=True)
+    now = _steps(a.pace, 0, 30, 10.0, 1.6)
+    cost = Cost(2.0, 20, 0.4, 4.0, 40)
+    _running_ticket(turns, "b", cost, started=now)
+    c = turns.join("c", 14, expected=cost)
+    assert turns._pace("photo") == pytest.approx(1.6) and turns._pace(None) is None
+    assert turns._eta(c, now) == pytest.approx(cost.seconds * (1 + SHARED_SLOWDOWN))  # its cost, beside A
+
+
 def test_pace_measured_beside_another_job_is_not_counted_twice():
     """A's steps measured while B ran beside it are slower by B's share: the machine's pace is A's over that."""
     turns = Turns(slots=1, long_slots=1, turn_s=60)
     _running_ticket(turns, "b", Cost(2.0, 20, 0.4, 4.0, 40), started=0.0)
     a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
     _steps(a.pace, 0, 30, 5.0, 0.8 * (1 + SHARED_SLOWDOWN))
-    assert turns._pace() == pytest.approx(0.8)  # 2x the estimate's 0.4 s
+    assert turns._pace(None) == pytest.approx(0.8)  # 2x the estimate's 0.4 s
 
 
 def test_a_running_job_counts_what_it_has_left():

@@ -57,11 +57,12 @@ class Estimate:
         share = self.steps_share if cfg.stop_when_forgotten else 1.0
         return min(cfg.steps, max(cfg.min_steps, round(share * cfg.steps)))
 
-    def cost(self, cfg) -> Cost:
-        """What a request of ``cfg`` is expected to take (the turns' ETAs): its expected steps and the rest
-        before and after them (:attr:`before_steps`, :attr:`after_steps`), at this estimate's pace."""
+    def cost(self, cfg, model: str | None = None) -> Cost:
+        """What a request of ``cfg`` on ``model`` (a model key) is expected to take (the turns' ETAs): its
+        expected steps and the rest before and after them (:attr:`before_steps`, :attr:`after_steps`), at this
+        estimate's pace."""
         sps = self.seconds_per_step
-        return Cost(self.before_steps * sps, self.expected_steps(cfg), sps, self.after_steps * sps, cfg.steps)
+        return Cost(self.before_steps * sps, self.expected_steps(cfg), sps, self.after_steps * sps, cfg.steps, model)
 
     def steps_max(self, time_limit: float) -> int:
         return steps_max(time_limit, self.seconds_per_step, self.before_s + self.after_s)

@@ -46,13 +46,15 @@ class Full(NSCVFError):
 class Cost:
     """What a job is expected to take on this machine alone, at the estimate's pace: the seconds before its
     steps, ``steps`` optimisation steps (expected: a request that stops once forgotten runs fewer than its
-    ``most_steps``) of ``seconds_per_step``, and the seconds after them. A job given only seconds has no steps."""
+    ``most_steps``) of ``seconds_per_step``, and the seconds after them, on ``model`` (the app's model key: a
+    job's pace measures the steps of its own model only). A job given only seconds has no steps."""
 
     before_s: float
     steps: float = 0.0
     seconds_per_step: float = 0.0
     after_s: float = 0.0
     most_steps: int = 0
+    model: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -149,13 +151,14 @@ class Turns:
     def _running(self) -> list[Ticket]:
         return [t for t in self._tickets if t.started is not None]
 
-    def _pace(self) -> float | None:
-        """This machine's seconds per step now, alone (lock held): each running job in its steps measures it,
-        its last steps' seconds less the share of the jobs that ran beside it meanwhile (the median of them);
-        None when none does (then the costs' own seconds are all there is)."""
+    def _pace(self, model: str | None) -> float | None:
+        """This machine's seconds per step of ``model`` now, alone (lock held): each running job of it in its
+        steps measures it, its last steps' seconds less the share of the jobs that ran beside it meanwhile (the
+        median of them); None when none does (then the costs' own seconds are all there is)."""
         running, paces = self._running(), []
         for t in running:
-            measured = t.pace.per_step() if t.pace is not None else None
+            c = t.expected  # a job given only seconds (no steps' cost: a teach) measures no request's steps
+            measured = t.pace.per_step() if t.pace is not None and c.model == model and c.seconds_per_step > 0 else None
             if measured is None:
                 continue
             per_step, since = measured
@@ -163,11 +166,10 @@ class Turns:
             paces.append(per_step / (1.0 + SHARED_SLOWDOWN * beside))
         return statistics.median(paces) if paces else None
 
-    @staticmethod
-    def _scale(t: Ticket, pace: float | None, beside: int) -> float:
-        """What ``t``'s cost's seconds are worth now: times the measured pace over its cost's (clamped), and
-        ``1 + SHARED_SLOWDOWN`` for each of the ``beside`` jobs that run beside it."""
-        speed = 1.0
+    def _scale(self, t: Ticket, beside: int) -> float:
+        """What ``t``'s cost's seconds are worth now (lock held): times its model's pace measured now over its
+        cost's (clamped), and ``1 + SHARED_SLOWDOWN`` for each of the ``beside`` jobs that run beside it."""
+        speed, pace = 1.0, self._pace(t.expected.model)
         if pace is not None and t.expected.seconds_per_step > 0:
             lo, hi = SPEED_RANGE
             speed = min(hi, max(lo, pace / t.expected.seconds_per_step))
@@ -192,8 +194,8 @@ class Turns:
         """Seconds until ``ticket`` starts: each slot frees when its job has run what it has left; the jobs
         ahead take the slots in order, each its whole cost (lock held). Every cost is at the pace measured now
         (:meth:`_pace`, :meth:`_scale`), beside the jobs that run with it."""
-        lane, running, pace = self._lane(ticket.long), self._running(), self._pace()
-        free = [self._left(t, now, self._scale(t, pace, len(running) - 1)) for t in running if t.long == ticket.long]
+        lane, running = self._lane(ticket.long), self._running()
+        free = [self._left(t, now, self._scale(t, len(running) - 1)) for t in running if t.long == ticket.long]
         free += [0.0] * max(0, self._capacity(ticket.long) - len(free))
         heapq.heapify(free)
         # A job that starts later runs beside the other lane's running jobs (its own lane's slots: in turn).
@@ -204,7 +206,7 @@ class Turns:
             start = heapq.heappop(free)
             if t is ticket:
                 return start
-            heapq.heappush(free, start + t.expected.seconds * self._scale(t, pace, beside))
+            heapq.heappush(free, start + t.expected.seconds * self._scale(t, beside))
         return 0.0
 
     def place(self, ticket: Ticket) -> Place:
