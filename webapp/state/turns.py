@@ -120,8 +120,7 @@ class Ticket:
 
     @property
     def expected(self) -> Cost:
-        cost = self.cost or Cost(self.seconds)
-        return cost if cost.seconds <= self.seconds else Cost(self.seconds)
+        return self.cost or Cost(self.seconds)
 
 
 @dataclass(frozen=True)
