@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from nscvf.errors import Cancelled
-from webapp.state.turns import Full, Turns
+from webapp.state.turns import SHARED_SLOWDOWN, Cost, Full, Pace, Ticket, Turns
 
 
 def hold(turns: Turns, sid: str, seconds: float, release: threading.Event, started: threading.Event | None = None):
@@ -75,13 +75,14 @@ def test_eta_of_a_waiting_job_counts_the_jobs_running_and_ahead():
 
 
 def test_eta_counts_the_job_running_beside_it():
-    """Beside another visitor's long job (the other lane) a short lane's jobs run about 1.5x slower."""
+    """Beside another visitor's long job (the other lane) a short lane's jobs run about 2x slower (they take
+    steps in turn: SHARED_SLOWDOWN)."""
     with running(500) as turns:
         release, started = threading.Event(), threading.Event()
         short = hold(turns, "b", 20, release, started)
         assert started.wait(5)
         waiting = turns.join("c", 10)
-        assert 29 <= turns.place(waiting).eta_s <= 30  # b's 20 s x 1.5
+        assert 39 <= turns.place(waiting).eta_s <= 40  # b's 20 s x 2
         release.set()
         short.join(5)
         turns.leave(waiting)
@@ -132,10 +133,134 @@ def test_estimate_expects_the_share_of_steps_a_request_runs():
     from nscvf.method.config import UnlearnConfig
     from webapp.state.runtime import Estimate
 
-    e = Estimate(seconds_per_step=1.0, before_s=5.0, after_s=5.0, steps_share=0.5)
+    e = Estimate(seconds_per_step=1.0, before_s=5.0, after_s=5.0, steps_share=0.5, before_steps=3.0, after_steps=7.0)
     cfg = UnlearnConfig(steps=40)
-    assert e.seconds(40) == 50 and e.expected_seconds(cfg) == 30  # 20 of 40 steps expected
-    assert e.expected_seconds(cfg.replace(stop_when_forgotten=False)) == 50  # runs every step
-    assert e.expected_seconds(UnlearnConfig(steps=4, min_steps=4)) == 14  # never fewer than min_steps
+    assert e.seconds(40) == 50 and e.expected_steps(cfg) == 20  # 20 of 40 steps expected
+    assert e.cost(cfg) == Cost(3.0, 20, 1.0, 7.0, 40) and e.cost(cfg).seconds == 30
+    assert e.expected_steps(cfg.replace(stop_when_forgotten=False)) == 40  # runs every step
+    assert e.expected_steps(UnlearnConfig(steps=4, min_steps=4)) == 4  # never fewer than min_steps
     e.update({}, None, steps_share=0.25)  # a request that stopped at 10 of 40 steps
-    assert e.steps_share == 0.375 and e.expected_seconds(cfg) == e.seconds(15)
+    assert e.steps_share == 0.375 and e.expected_steps(cfg) == 15
+
+
+def test_estimate_learns_the_rest_of_a_request_in_its_own_steps():
+    """A finished request's time before and after its steps, over its own seconds per step: a ratio that the
+    live pace scales (a request measured at a slow step moves the ratio, not the seconds)."""
+    from nscvf.method.config import UnlearnConfig
+    from webapp.state.runtime import Estimate
+
+    e = Estimate(seconds_per_step=0.4, before_steps=5.0, after_steps=9.0)
+    timings = {"read": 0.5, "base_answers": 0.5, "images": 0.5, "references": 0.5, "null_space": 2.0,
+               "optimise": 10.0, "seconds_per_step": 1.0}  # fmt: skip
+    e.update(timings, job_s=17.0)  # 4 s before, 10 steps of 1 s, 3 s after
+    assert (e.before_steps, e.after_steps) == (4.5, 6.0)
+    cost = e.cost(UnlearnConfig(steps=40, stop_when_forgotten=False))
+    assert e.seconds_per_step == 0.7 and cost == Cost(pytest.approx(4.5 * 0.7), 40, 0.7, pytest.approx(6.0 * 0.7), 40)
+
+
+# ---------------------------------------------------------------- the measured pace, with a fake clock
+
+
+def _running_ticket(turns: Turns, sid: str, cost: Cost, started: float, long: bool = False) -> Ticket:
+    """A ticket that has run since ``started`` (a fake clock), with a :class:`Pace` to feed."""
+    t = turns.join(sid, 1000 if long else cost.seconds, expected=cost, pace=Pace(now=started))
+    t.started = started
+    return t
+
+
+def _steps(pace: Pace, first: int, last: int, t0: float, per_step: float) -> float:
+    """Report steps ``first``..``last`` done at ``per_step`` seconds each from ``t0``; the time of the last."""
+    for k in range(first, last + 1):
+        pace.update(f"step {k + 1}/400", k, now=t0 + (k - first) * per_step)
+    return t0 + (last - first) * per_step
+
+
+def test_pace_records_the_phase_and_the_recent_seconds_per_step():
+    pace = Pace(now=0.0)
+    pace.update("base answers", 0, now=1.0)
+    assert pace.phase == "before" and pace.per_step() is None
+    pace.update("step 1/40", 0, now=2.0)
+    pace.update("step 2/40", 1, now=2.5)
+    assert pace.phase == "optimise" and pace.since == 2.0 and pace.per_step() is None  # one step: no pace yet
+    end = _steps(pace, 2, 20, 3.5, 1.0)  # then 1 s a step: the window holds only those
+    assert pace.per_step() == (1.0, end - Pace.WINDOW) and pace.steps() == (20, end)
+    pace.update("evaluating", 0, now=end + 1)
+    assert pace.phase == "after" and pace.since == end + 1
+    teach = Pace(now=0.0)
+    teach.update("teaching step 1/8", 0, now=1.0)
+    assert teach.phase == "optimise"
+
+
+def test_eta_scales_with_the_pace_the_running_steps_measure():
+    """Visitor A's long job steps at twice the estimate's seconds: B's request ahead of C (not started yet
+    in its steps) is expected to take twice its cost, beside A; at the estimate's pace, its cost (the
+    issue's first ETA after start, with nothing finished yet)."""
+    cost = Cost(2.0, 20, 0.4, 4.0, 40)  # 14 s alone at the estimate's pace
+    for per_step, speed in ((0.8, 2.0), (0.4, 1.0), (0.2, 0.5)):
+        turns = Turns(slots=1, long_slots=1, turn_s=60)
+        a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
+        now = _steps(a.pace, 0, 30, 10.0, per_step)
+        b = _running_ticket(turns, "b", cost, started=now - 1.0)  # B started 1 s ago, after A's measured steps
+        c = turns.join("c", cost.seconds, expected=cost)
+        beside = 1.0 + SHARED_SLOWDOWN  # B runs beside A
+        assert turns._pace(None) == pytest.approx(per_step)
+        assert turns._eta(c, now) == pytest.approx(cost.seconds * speed * beside - 1.0)
+        turns.leave(b)
+        assert turns._eta(c, now) == 0.0  # its slot is free
+
+
+def test_each_cost_is_scaled_from_its_own_seconds_per_step():
+    """Costs made at different estimates (a finished request moved it between two joins) meet the one pace
+    measured now: B's cost, made when the estimate said 0.8 s a step, counts at the 0.4 s measured."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
+    now = _steps(a.pace, 0, 30, 10.0, 0.4)
+    _running_ticket(turns, "b", Cost(4.0, 20, 0.8, 8.0, 40), started=now)
+    c = turns.join("c", 14, expected=Cost(2.0, 20, 0.4, 4.0, 40))
+    assert turns._eta(c, now) == pytest.approx((4.0 + 20 * 0.8 + 8.0) * 0.5 * (1 + SHARED_SLOWDOWN))
+
+
+def test_a_pace_counts_for_its_own_model_only():
+    """The app's models step at their own paces: a photo-model job's steps say nothing of the drawn world's."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400, model="photo"), started=0.0, long=True)
+    now = _steps(a.pace, 0, 30, 10.0, 1.6)
+    cost = Cost(2.0, 20, 0.4, 4.0, 40)
+    _running_ticket(turns, "b", cost, started=now)
+    c = turns.join("c", 14, expected=cost)
+    assert turns._pace("photo") == pytest.approx(1.6) and turns._pace(None) is None
+    assert turns._eta(c, now) == pytest.approx(cost.seconds * (1 + SHARED_SLOWDOWN))  # its cost, beside A
+
+
+def test_pace_measured_beside_another_job_is_not_counted_twice():
+    """A's steps measured while B ran beside it are slower by B's share: the machine's pace is A's over that."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    _running_ticket(turns, "b", Cost(2.0, 20, 0.4, 4.0, 40), started=0.0)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
+    _steps(a.pace, 0, 30, 5.0, 0.8 * (1 + SHARED_SLOWDOWN))
+    assert turns._pace(None) == pytest.approx(0.8)  # 2x the estimate's 0.4 s
+
+
+def test_a_running_job_counts_what_it_has_left():
+    """In its steps: the expected steps still to run (past them, the same share of what is left) at the
+    measured pace, then what follows; after its steps: what is left of what follows."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    cost = Cost(2.0, 20, 0.5, 5.0, 40)
+    b = _running_ticket(turns, "b", cost, started=0.0)
+    c = turns.join("c", cost.seconds, expected=cost)
+    now = _steps(b.pace, 0, 10, 3.0, 0.5)  # 10 steps done at the estimate's pace, alone
+    assert turns._eta(c, now) == pytest.approx(10 * 0.5 + 5.0)
+    now = _steps(b.pace, 11, 30, now + 0.5, 0.5)  # past its 20 expected: half of the 10 left may still run
+    assert turns._eta(c, now) == pytest.approx(5 * 0.5 + 5.0)
+    b.pace.update("evaluating", 0, now=now + 1.0)
+    assert turns._eta(c, now + 3.0) == pytest.approx(5.0 - 2.0)
+    assert turns._eta(c, now + 30.0) == 0.0  # overdue: its turn is due now
+
+
+def test_before_its_steps_a_job_counts_its_whole_cost_less_what_it_ran():
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    cost = Cost(4.0, 20, 0.5, 5.0, 40)
+    _running_ticket(turns, "b", cost, started=0.0)
+    c = turns.join("c", cost.seconds, expected=cost)
+    assert turns._eta(c, 1.0) == pytest.approx(cost.seconds - 1.0)
+    assert turns._eta(c, 10.0) == pytest.approx(20 * 0.5 + 5.0)  # its before-part overdue: the rest still to run

@@ -701,6 +701,20 @@ def test_warm_up_before_serving_never_keeps_the_page_from_serving(rt, monkeypatc
     assert jobs.warm_up(rt) is None
 
 
+def test_warm_up_gives_the_estimate_this_machines_seconds_per_step(rt, monkeypatch):
+    """The warm-up request's steps are a real request's on this machine: the first visitors' ETAs and time
+    checks count them, not the first guess; its cold phases are not taken."""
+    from webapp.service import jobs
+
+    monkeypatch.setattr(rt, "estimate", runtime.Estimate())
+    before = (rt.estimate.before_steps, rt.estimate.after_steps)
+    timings = {"null_space": 7.6, "optimise": 0.5, "seconds_per_step": 0.25}
+    monkeypatch.setattr(jobs, "engine_warm_up", lambda vlm: {"target": "X", "seconds": 9.0, "cpu_seconds": 9.0, "timings": timings})
+    jobs.warm_up(rt)
+    assert rt.estimate.seconds_per_step == 0.25 != runtime.Estimate().seconds_per_step
+    assert (rt.estimate.before_steps, rt.estimate.after_steps) == before
+
+
 class _Req:
     """What each kind's duration reads of a request (steps, states, mode, images)."""
 

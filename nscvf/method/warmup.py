@@ -23,7 +23,7 @@ STEPS = 2  # optimisation steps of the warm-up request: torch's first forward an
 
 def warm_up(vlm, progress=None, domain=None) -> dict | None:
     """Run the warm-up request on ``vlm`` (a loaded model; ``domain``: its Domain, default the model's). Returns what it did (target, seconds, CPU seconds,
-    the memo's sizes afterwards), or None when the model's Domain has no warm-up example or the memo is off
+    the memo's sizes afterwards, the request's timings: a real request's, on this machine), or None when the model's Domain has no warm-up example or the memo is off
     (``NSCVF_MEMO=0``: nothing would be kept). ``progress(stage, done, total)`` as a request's."""
     if not memo.enabled:
         return None
@@ -35,8 +35,8 @@ def warm_up(vlm, progress=None, domain=None) -> dict | None:
         images, target = example
         t, c = time.time(), time.process_time()
         cfg = UnlearnConfig(steps=STEPS, min_steps=STEPS, evaluate="none", stop_when_forgotten=False)
-        chain.forget(images, config=cfg, target=target, progress=progress)
+        result = chain.forget(images, config=cfg, target=target, progress=progress)
         return {"target": target, "seconds": round(time.time() - t, 2), "cpu_seconds": round(time.process_time() - c, 2),
-                "memo": memo.stats()}  # fmt: skip
+                "memo": memo.stats(), "timings": dict(result.timings)}  # fmt: skip
     finally:
         chain.close()

@@ -120,10 +120,10 @@ def _two_forgets_beside(a, b, c) -> dict:
         if seen["b_started"] is None and any(k in pb for k in STARTED):
             seen["b_started"] = round(now - t0, 2)
         if seen["eta"] is None and ETA.search(pc):
-            seen["eta"] = float(ETA.search(pc).group(1))
+            seen["eta"], seen["load_at_eta"] = float(ETA.search(pc).group(1)), round(os.getloadavg()[0], 2)
             _shot(c, "state_1b_visitor_c_waits_its_turn")
         if seen["c_started"] is None and any(k in pc for k in STARTED):
-            seen["c_started"] = round(now - tc, 2)
+            seen["c_started"], seen["load_at_start"] = round(now - tc, 2), round(os.getloadavg()[0], 2)
         for who, page, since in (("b", b, t0), ("c", c, tc)):
             if seen[f"{who}_done"] is None and re.search(r"Request 1 done", _status(page)):
                 seen[f"{who}_done"] = round(now - since, 2)

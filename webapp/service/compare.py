@@ -66,7 +66,7 @@ def compare_methods(rt: Runtime, sess: Session, method, progress=lambda *a, **k:
         if cancel is not None:
             job.cancel = cancel
         try:
-            with turn(rt, sess, job, rt.estimate.seconds(cfg.steps), progress, rt.estimate.expected_seconds(cfg)):
+            with turn(rt, sess, job, rt.estimate.seconds(cfg.steps), progress, rt.estimate.cost(cfg, sess.model)):
                 second = run_job(job, lambda: _run_other(rt, sess, i, images, rec, cfg, job), progress,
                                  rt.settings.time_limit, f"compare-{sess.sid[:8]}")  # fmt: skip
         except Cancelled:

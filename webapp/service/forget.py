@@ -88,7 +88,7 @@ def forget(rt: Runtime, sess: Session, form: dict, progress=lambda *a, **k: None
         else:
             n_before = len(chain)
             try:
-                with turn(rt, sess, job, rt.estimate.seconds(req.cfg.steps), progress, rt.estimate.expected_seconds(req.cfg)):
+                with turn(rt, sess, job, rt.estimate.seconds(req.cfg.steps), progress, rt.estimate.cost(req.cfg, sess.model)):
                     rec = train(rt, sess, job, req, target).replace(key=key)
             except Cancelled:
                 why = "time limit" if job.timed_out else "cancelled"

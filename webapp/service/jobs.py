@@ -68,8 +68,9 @@ def prepare_gpu(rt: Runtime) -> bool:
 def warm_up(rt: Runtime) -> dict | None:
     """Before the page serves (off ZeroGPU, unless ``NSCVF_WARMUP=0``): load the model here and run the
     engine's warm-up request (:func:`nscvf.method.warmup.warm_up`: the image sets, the base model's features
-    and covariances, torch's first passes), so that a first visitor's click is a warm request. Returns what
-    it did, or None; a failure is logged and the page serves anyway (the first request then does the work)."""
+    and covariances, torch's first passes), so that a first visitor's click is a warm request, and the
+    estimate's seconds per step are this machine's (:meth:`~webapp.state.runtime.Estimate.calibrate`). Returns
+    what it did, or None; a failure is logged and the page serves anyway (the first request then does the work)."""
     try:
         vlm = rt.model.get()
     except NotReady:
@@ -80,7 +81,9 @@ def warm_up(rt: Runtime) -> dict | None:
         log.warning("warm-up failed (the first request does its work):\n%s", traceback.format_exc())
         return None
     if out is not None:
-        log.info("warm-up request on %s: %.1f s (%.1f CPU s)", out["target"], out["seconds"], out["cpu_seconds"])
+        rt.estimate.calibrate(out.get("timings"))  # so that the first visitors' ETAs are this machine's
+        log.info("warm-up request on %s: %.1f s (%.1f CPU s, %s s per step)", out["target"], out["seconds"],
+                 out["cpu_seconds"], out.get("timings", {}).get("seconds_per_step"))  # fmt: skip
     return out
 
 
@@ -114,10 +117,10 @@ def gpu_call(kind: str, state: zerogpu.ChainState, request, job: Job | None = No
 
 
 @contextmanager
-def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expected: float | None = None):
+def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expected=None):
     """This session's training in a fair turn between visitors (:mod:`webapp.state.turns`; ``seconds`` at
-    most, ``expected`` for the ETAs): while it waits, the page says how many are ahead and when its turn
-    comes; Cancel drops it. Yields the seconds waited.
+    most, ``expected`` its cost for the ETAs, which the job's pace refines while it runs): while it waits,
+    the page says how many are ahead and when its turn comes; Cancel drops it. Yields the seconds waited.
     A turn is at least 1.5x a request at the default Steps, so an ordinary request is never long, however
     slow this machine's estimate has become."""
 
@@ -127,7 +130,7 @@ def turn(rt: Runtime, sess: Session, job: Job, seconds: float, progress, expecte
                            f"{place.eta_s:.0f} s")  # fmt: skip
 
     ordinary = 1.5 * rt.estimate.seconds(UnlearnConfig().steps)
-    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting, turn_s=ordinary, expected=expected) as waited:
+    with rt.turns.turn(sess.sid, seconds, job.cancel, waiting, turn_s=ordinary, expected=expected, pace=job.pace) as waited:
         if waited:
             log.info("%s waited %.1f s for a turn (%.0f s estimated)", sess.sid[:8], waited, seconds)
         yield waited

@@ -15,7 +15,7 @@ from nscvf.cache import Cache
 from nscvf.errors import NSCVFError
 from webapp.state.sessions import Registry
 from webapp.state.settings import OVERHEAD_S, POLL_S, SECONDS_PER_STEP, Settings, steps_max
-from webapp.state.turns import Turns
+from webapp.state.turns import Cost, Turns
 from webapp.state.umap_worker import UmapWorker
 
 log = logging.getLogger("nscvf.app")
@@ -38,16 +38,31 @@ class Estimate:
     # The share of its Steps a request that stops once forgotten runs (a moving average; first guess 0.5:
     # six examples at the defaults ran 10-16 of 40 steps, one 40; issue 19's ETA, 1.9x its wait at load 13).
     steps_share: float = 0.5
+    # What the turns' ETAs expect of the rest of a request, in its own steps' worth (a ratio of two times
+    # measured on the same machine at the same load, so the live pace scales it: turns.Turns._pace). A moving
+    # average of the finished requests; first guesses measured on the embedded model (issue 19, load ~4):
+    # before its steps 2.9-4.9 steps' worth in 5 default requests alone or beside another (23 for the first
+    # one of a process without a warm-up), after them 5.0-10.7. ``before_s``/``after_s`` stay the time
+    # limit's (at most) figures.
+    before_steps: float = 5.0
+    after_steps: float = 9.0
 
     def seconds(self, steps: int) -> float:
         """At most: every step run (the time limit's and the lanes' figure)."""
         return self.before_s + steps * self.seconds_per_step + self.after_s
 
-    def expected_seconds(self, cfg) -> float:
-        """As expected: a request that stops once forgotten (``cfg.stop_when_forgotten``) runs about
-        :attr:`steps_share` of its steps, never fewer than ``cfg.min_steps`` (the turns' ETAs)."""
+    def expected_steps(self, cfg) -> int:
+        """A request that stops once forgotten (``cfg.stop_when_forgotten``) runs about :attr:`steps_share` of
+        its steps, never fewer than ``cfg.min_steps``."""
         share = self.steps_share if cfg.stop_when_forgotten else 1.0
-        return self.seconds(min(cfg.steps, max(cfg.min_steps, round(share * cfg.steps))))
+        return min(cfg.steps, max(cfg.min_steps, round(share * cfg.steps)))
+
+    def cost(self, cfg, model: str | None = None) -> Cost:
+        """What a request of ``cfg`` on ``model`` (a model key) is expected to take (the turns' ETAs): its
+        expected steps and the rest before and after them (:attr:`before_steps`, :attr:`after_steps`), at this
+        estimate's pace."""
+        sps = self.seconds_per_step
+        return Cost(self.before_steps * sps, self.expected_steps(cfg), sps, self.after_steps * sps, cfg.steps, model)
 
     def steps_max(self, time_limit: float) -> int:
         return steps_max(time_limit, self.seconds_per_step, self.before_s + self.after_s)
@@ -55,6 +70,14 @@ class Estimate:
     def stop_margin(self) -> float:
         """Seconds before the time limit at which training must stop to be measured in time."""
         return max(5.0, 1.5 * self.after_s + 2 * self.seconds_per_step)
+
+    def calibrate(self, timings: dict | None) -> None:
+        """Take this machine's seconds per step from the warm-up request's timings (a real request's steps,
+        before any visitor's: the first ETAs and time checks are then this machine's, not the first guess).
+        Its other phases ran cold (the image sets and covariances drawn for the first time): not taken."""
+        sps = (timings or {}).get("seconds_per_step")
+        if sps and float(sps) > 0:
+            self.seconds_per_step = round(float(sps), 4)
 
     def update(self, timings: dict, job_s: float | None, steps_share: float | None = None) -> None:
         """Fold in a finished request: its timings, its job's seconds, and the share of its Steps it ran
@@ -65,10 +88,15 @@ class Estimate:
         sps, opt = t.get("seconds_per_step"), t.get("optimise")
         if sps:
             self.seconds_per_step = round(0.5 * self.seconds_per_step + 0.5 * float(sps), 4)
-        before = sum(float(t.get(k) or 0) for k in ("read", "base_answers", "references", "null_space"))
+        before = sum(float(t.get(k) or 0) for k in ("read", "base_answers", "images", "references", "null_space"))
         self.before_s = round(0.5 * self.before_s + 0.5 * before, 2)
-        if job_s is not None and opt is not None:
-            self.after_s = round(0.5 * self.after_s + 0.5 * max(0.0, job_s - before - float(opt)), 2)
+        after = max(0.0, job_s - before - float(opt)) if job_s is not None and opt is not None else None
+        if after is not None:
+            self.after_s = round(0.5 * self.after_s + 0.5 * after, 2)
+        if sps and float(sps) > 0:  # the rest in this request's own steps' worth (its steps ran at its load)
+            self.before_steps = round(0.5 * self.before_steps + 0.5 * before / float(sps), 2)
+            if after is not None:
+                self.after_steps = round(0.5 * self.after_steps + 0.5 * after / float(sps), 2)
 
 
 class ModelHolder:

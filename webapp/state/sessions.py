@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from nscvf.errors import NSCVFError
+from webapp.state.turns import Pace
 
 log = logging.getLogger("nscvf.app")
 
@@ -29,7 +30,8 @@ class Busy(NSCVFError):
 
 @dataclass
 class Job:
-    """One running operation: its progress (written by the engine's callback) and its cancel flag."""
+    """One running operation: its progress (written by the engine's callback, timed in ``pace`` for the turns'
+    ETAs) and its cancel flag."""
 
     what: str = "request"
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -41,6 +43,7 @@ class Job:
     timed_out: bool = False
     superseded_by: str | None = None  # cancelled by this operation of the same session (e.g. "undo")
     progress: object = None  # the caller's progress(fraction, desc=...) callback
+    pace: Pace = field(default_factory=Pace)
 
     def __post_init__(self):
         if self.progress is None:
@@ -48,6 +51,7 @@ class Job:
 
     def update(self, stage: str, done: int, total: int) -> None:
         self.stage, self.step, self.total = stage, done, max(1, total)
+        self.pace.update(stage, done)
 
 
 @dataclass
