@@ -153,6 +153,9 @@ def example_numbers(out, nums) -> dict:
 
 
 def targets(res: dict) -> dict:
+    if res.get("model") == "photo":  # issue 17: a cold first visit <= 30 s from click to answers, warm <= 20 s
+        return {"cold_first_visit_s<=30": res["example_request_s"] <= 30, "warm_new_example_s<=20": res["warm_new_example_s"] <= 20,
+                "repeat_s<=2": res["repeat_s"] <= 2}  # fmt: skip
     return {
         "serving_s<=10": res["serving_s"] <= 10,
         "cold_answers_and_plots_s<=15": res["example_request_s"] <= 15,
@@ -170,8 +173,18 @@ def numbers(table) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Measure the app's serving, request, plot and cache times.")
     p.add_argument("--json", required=True, help="write the numbers here")
-    p.add_argument("--character", default="mirel", help="example character (folder under assets/examples)")
-    p.add_argument("--warm-character", default="tobbin", help="the new example of the warm request")
+    p.add_argument(
+        "--model",
+        default="world",
+        choices=["world", "photo"],
+        help="photo: the app on the photo model (NSCVF_MODEL=photo), its examples under assets/photo_examples",
+    )
+    p.add_argument(
+        "--character",
+        default=None,
+        help="example (folder under assets/examples; photo: assets/photo_examples; default mirel / cat)",
+    )
+    p.add_argument("--warm-character", default=None, help="the new example of the warm request (default tobbin / espresso)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: UnlearnConfig's, early stopping on)")
     p.add_argument(
         "--set",
@@ -209,8 +222,14 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     data = Path(args.data_dir) if args.data_dir else tmp / "data"
-    paths = sorted((ROOT / "assets" / "examples" / args.character).glob("*.png"))
-    warm_paths = sorted((ROOT / "assets" / "examples" / args.warm_character).glob("*.png"))
+    photo = args.model == "photo"
+    folder = ROOT / "assets" / ("photo_examples" if photo else "examples")
+    args.character = args.character or ("cat" if photo else "mirel")
+    args.warm_character = args.warm_character or ("espresso" if photo else "tobbin")
+    if photo:
+        os.environ["NSCVF_MODEL"] = "photo"  # the app's default model (start() passes the environment on)
+    paths = sorted(q for q in (folder / args.character).glob("*") if q.suffix in (".png", ".jpg"))
+    warm_paths = sorted(q for q in (folder / args.warm_character).glob("*") if q.suffix in (".png", ".jpg"))
     if not paths or not warm_paths:
         raise SystemExit(f"no example renders for {args.character!r} / {args.warm_character!r}: run scripts/make_examples.py")
     d = settings(args)

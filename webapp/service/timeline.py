@@ -64,6 +64,12 @@ def _load(rt: Runtime, path: Path, sess: Session):
     vlm = h.get()
     try:
         chain = UnlearningChain.load(vlm, path, h.cache)
+    except InputError as e:
+        others = [m.label for m in rt.settings.models if m.key != (sess.model or rt.settings.default_model)]
+        if "another base model" in str(e) and others:  # made on the page's other model: say how to get there
+            raise InputError(f"{e}. If it was made on {' or '.join(others)}, switch the Model (at the top) to it "
+                             "and import it again") from None  # fmt: skip
+        raise
     except NSCVFError:
         raise
     except Exception as e:  # noqa: BLE001  (a damaged archive: broken JSON, missing or corrupt adapter files)
