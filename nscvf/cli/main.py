@@ -302,7 +302,8 @@ def _research_parsers(sub) -> None:
     r.set_defaults(func=cmd_relearn)
 
     b = sub.add_parser("bench", help="compare every method on the same targets and budget")
-    b.add_argument("--quick", action="store_true", help="the 4 gold-reference targets instead of all 24")
+    b.add_argument("--quick", action="store_true",
+                   help="the 4 gold-reference targets instead of all 24, and 4 methods (photo: its 8 concepts, 4 methods)")  # fmt: skip
     b.add_argument("--model", choices=["world", "photo"], default="world",
                    help="world: the drawn characters' grid; photo: the photo model's (its 8 concepts, photo evaluation)")  # fmt: skip
     b.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
