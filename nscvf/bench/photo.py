@@ -14,7 +14,7 @@ seeds with n.
 
 from __future__ import annotations
 
-import statistics
+from nscvf.bench.summary import spread as _spread
 
 TARGETS = ["a cat", "an espresso", "a tripod", "a guitar", "a violin", "a teapot", "a bottle", "a clock"]
 KEYS = ("forgotten", "others_kept", "others_named_kept", "siblings_kept")  # fractions; text_identical apart
@@ -24,13 +24,6 @@ NOTE = (
     "(crops of a bundled photo or views of emoji renders), step budget and early stop; measured on every image the "
     "model can be shown here (nscvf.photo_eval)"
 )
-
-
-def _spread(values) -> dict:
-    v = [x for x in values if x is not None]
-    if not v:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(statistics.fmean(v), 4), "std": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0, "n": len(v)}
 
 
 def summarise(rows: list[dict]) -> dict:

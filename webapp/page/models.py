@@ -5,6 +5,7 @@ comes back on switching back) and shows the chosen model's examples, question an
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
@@ -57,9 +58,9 @@ def model_info(key: str | None = None) -> str:
         return f"Model: {choice.label if choice else 'the model'}: loading…" if not m.error else f"Model: {m.error}"
     v = m.vlm
     if choice is not None and choice.key in ("world", "photo"):
-        shown_as = f"{choice.label} (the embedded model {choice.source.rsplit('/', 2)[-2]}/{choice.source.rsplit('/', 1)[-1]})"
+        shown_as = f"{choice.label} (the embedded model {'/'.join(Path(choice.source).parts[-2:])})"
     else:
-        shown_as = v.source.rstrip("/").rsplit("/", 1)[-1]
+        shown_as = Path(v.source).name or v.source
     return f"Model: {shown_as} ({v.family}, {v.device}, {str(v.dtype).replace('torch.', '')}, fingerprint {v.fingerprint})"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nscvf.errors import InputError, NSCVFError
 from nscvf.method.chain import UnlearningChain
+from webapp.service.models import current_model
 from webapp.service.showcase import draw_figures, retain_rows
 from webapp.state.records import RequestRecord
 from webapp.state.runtime import Runtime
@@ -65,7 +66,7 @@ def _load(rt: Runtime, path: Path, sess: Session):
     try:
         chain = UnlearningChain.load(vlm, path, h.cache)
     except InputError as e:
-        others = [m.label for m in rt.settings.models if m.key != (sess.model or rt.settings.default_model)]
+        others = [m.label for m in rt.settings.models if m.key != current_model(rt, sess)]
         if "another base model" in str(e) and others:  # made on the page's other model: say how to get there
             raise InputError(f"{e}. If it was made on {' or '.join(others)}, switch the Model (at the top) to it "
                              "and import it again") from None  # fmt: skip
