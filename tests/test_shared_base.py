@@ -218,3 +218,35 @@ def test_using_selects_its_own_state_and_restores_the_enclosing_one(tiny):
     for key, vlm in (("base", tiny), ("b", b.vlm), ("a", a.vlm), ("base", tiny)):
         assert torch.equal(vlm.image_features(probe)[1], alone[key]), key
         assert not any(m.training for m in shared.model.modules())
+
+
+def test_calls_run_with_the_domains_cpu_threads_and_give_the_caller_its_own_back(tiny, monkeypatch):
+    """A model whose domain names ``cpu_threads`` (the embedded world model: 1, measured faster on 2 cores)
+    runs every call and training step with that many torch threads, in the calling thread only, and the
+    caller's own count is back afterwards; a domain that names none leaves torch's count alone (issue 20)."""
+    from nscvf.method.domain import Domain
+    from nscvf.method.shared import SharedBase
+
+    seen = []
+    original = SharedBase._activate
+
+    def spy(self, names):
+        seen.append(torch.get_num_threads())
+        return original(self, names)
+
+    monkeypatch.setattr(SharedBase, "_activate", spy)
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(Domain, "cpu_threads", 1)
+        shared = SharedBase.of(tiny)
+        assert shared.threads == 1
+        UnlearningChain(tiny).forget(_images(3, 10), _images(4, 1), CFG.replace(steps=2), target="a")
+        assert seen and set(seen) == {1}  # every outermost call: its adapters selected with one thread
+        assert torch.get_num_threads() == 2  # the caller's count again
+        seen.clear()
+        shared.threads = None  # a domain that names no count
+        tiny.image_features(_images(2, 5))
+        assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(own)

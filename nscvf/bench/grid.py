@@ -107,7 +107,7 @@ def execute(job: J.Job, settings: BenchSettings, threads: int | None = None) -> 
         "peak_rss_mb": R.peak_rss_mb(),
         "load_seconds": load_seconds,
     }
-    return {"result": result, "seconds": round(time.time() - t, 2), "worker": worker | {"machine": R.machine()}}
+    return {"result": result, "seconds": round(time.time() - t, 2), "worker": worker | {"machine": R.machine(_WORKER.vlm)}}
 
 
 def _local(pending: list[J.Job], settings: BenchSettings, opts: GridOptions, done) -> None:

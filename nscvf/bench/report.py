@@ -102,7 +102,7 @@ def to_markdown(res: dict) -> str:
         "",
         f"Command: `{res['command']}`  ",
         f"Machine: {res['machine']['platform']}, {res['machine']['cpus']} CPUs, "
-        f"torch {res['machine']['torch']} ({res['machine']['threads']} threads), CUDA: {res['machine']['cuda'] or 'none'}  ",
+        f"torch {res['machine']['torch']} ({_threads(res['machine'])}), CUDA: {res['machine']['cuda'] or 'none'}  ",
         f"Model: `{res['model']}`; targets: {', '.join(res['targets'])}; {res.get('seeds', 1)} seed(s); "
         f"{res.get('renders', '?')} evaluation renders per character and split; wall time {res['wall_seconds']} s",
         "",
@@ -226,3 +226,10 @@ def write(res: dict, json_out: str | None, md_out: str | None) -> None:
     if md_out:
         Path(md_out).parent.mkdir(parents=True, exist_ok=True)
         Path(md_out).write_text(to_markdown(res))
+
+
+def _threads(m: dict) -> str:
+    """The torch threads a run's model calls used (its domain's count where it names one)."""
+    if m.get("model_threads"):
+        return f"{m['model_threads']} thread(s) per model call; torch's default {m['threads']}"
+    return f"{m['threads']} threads"

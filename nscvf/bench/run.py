@@ -184,13 +184,18 @@ def base_numbers(vlm, targets: list[str], renders: int) -> dict:
     return {k: mean(rows, k) for k in rows[0]} | {"gold": gold}
 
 
-def machine() -> dict:
+def machine(vlm=None) -> dict:
+    """Where a job ran; ``threads``: torch's count in the worker, ``model_threads``: the count every call on
+    ``vlm`` runs with where its domain names one (:func:`nscvf.method.shared.cpu_threads`)."""
+    from nscvf.method.shared import cpu_threads
+
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "model_threads": None if vlm is None else cpu_threads(vlm),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

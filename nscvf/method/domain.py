@@ -66,6 +66,8 @@ class Domain:
     # so an outcome says who or what is named, forgotten, still named (nscvf.method.outcome); else only "changed".
     names_things = False
     unknown_answer = "I don't know."
+    # torch threads for this model's calls on the CPU (SharedBase.using; None: torch's own, one per core).
+    cpu_threads: int | None = None
 
     def probe_questions(self) -> list[str]:
         """Questions asked about every forget image before and after (the first is the identity one)."""
@@ -149,6 +151,10 @@ class WorldDomain(Domain):
 
     is_world = True  # class attributes, not fields: the same for every world domain
     names_things = True
+    # The embedded model's ops are too small to share between threads: on 2 cores a warm request took 5.6 s with
+    # one torch thread and 8.6 s with two (0.34 vs 0.46 s a step; 18.3 s with two and OMP_WAIT_POLICY=PASSIVE,
+    # which the app sets), issue 20. One count for every call on it, so its float reductions never vary.
+    cpu_threads = 1
     unknown_answer = world.UNKNOWN_ANSWER
 
     def probe_questions(self) -> list[str]:

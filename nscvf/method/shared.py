@@ -18,8 +18,18 @@ import warnings
 import weakref
 from contextlib import contextmanager
 
+import torch
+
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformers model -> SharedBase
 _REGISTRY_LOCK = threading.Lock()
+
+
+def cpu_threads(vlm) -> int | None:
+    """The torch threads of every call on ``vlm``'s weights: its domain's ``cpu_threads`` on the CPU (the
+    embedded model: 1), None (torch's own) elsewhere or where the domain names none."""
+    from nscvf.method.domain import domain_for  # the domain module imports the world: only when a base is shared
+
+    return domain_for(vlm).cpu_threads if vlm.device.type == "cpu" else None
 
 
 class StaleAdapterError(RuntimeError):
@@ -40,6 +50,7 @@ class SharedBase:
         self._mixed = True  # whether a submodule's train/eval mode may differ from the model's (see _mode)
         self._depth = 0  # how many `using` blocks the lock's holder is inside (see using)
         self._ids = itertools.count(1)
+        self.threads = cpu_threads(vlm)
         if vlm.model is vlm.base:  # the caller's own handle becomes the base view
             self.base_vlm = vlm
             vlm.adapters = ()
@@ -154,6 +165,9 @@ class SharedBase:
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
+            threads = torch.get_num_threads() if self.threads and self._depth == 0 else None
+            if threads is not None and threads != self.threads:
+                torch.set_num_threads(self.threads)  # this thread's count (OpenMP's is per thread)
             self._activate(names)
             params = self.adapter_parameters(trainable) if trainable else []
             for p in params:
@@ -170,6 +184,8 @@ class SharedBase:
                     self._mode(was_training)
                     if before is not None and before != names:
                         self._activate(before)
+                elif threads is not None and threads != self.threads:
+                    torch.set_num_threads(threads)
 
 
 def release(shared: SharedBase, names: list[str]) -> None:
