@@ -250,3 +250,19 @@ def test_calls_run_with_the_domains_cpu_threads_and_give_the_caller_its_own_back
         assert seen and set(seen) == {2}
     finally:
         torch.set_num_threads(own)
+
+
+def test_cpu_threads_setting_overrides_the_domains_and_says_what_it_accepts(tiny, monkeypatch):
+    """``NSCVF_CPU_THREADS``: a count, 0 for torch's own, anything else refused with what to write."""
+    from nscvf.method.domain import Domain
+    from nscvf.method.shared import cpu_threads
+
+    monkeypatch.setattr(Domain, "cpu_threads", 1)
+    assert cpu_threads(tiny) == 1
+    monkeypatch.setenv("NSCVF_CPU_THREADS", "3")
+    assert cpu_threads(tiny) == 3
+    monkeypatch.setenv("NSCVF_CPU_THREADS", "0")
+    assert cpu_threads(tiny) is None
+    monkeypatch.setenv("NSCVF_CPU_THREADS", "two")
+    with pytest.raises(ValueError, match="whole number"):
+        cpu_threads(tiny)

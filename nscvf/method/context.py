@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from nscvf.method import state_memo
+
 
 def split(n: int, m: int) -> list[range]:
     """``range(n)`` in ``m`` contiguous parts of near-equal size (the last ones empty when n < m)."""
@@ -74,13 +76,15 @@ def answer_tokens(batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def answer_batches(prev, forget_items: list, retain_images: list, question: str, unknown: str, micro_batches: int) -> dict:
+def answer_batches(
+    prev, forget_items: list, retain_images: list, question: str, unknown: str, micro_batches: int, state: tuple | None = None
+) -> dict:
     """Teacher-forcing batches for answer-level losses: the model's own answers (``forget_items``: image,
     question, answer) and the ``unknown`` answer on forget images; the model's own answers to ``question``
     on ``retain_images``; and the reference log-probabilities (NPO, KL) under ``prev``, the chain's state
-    before the request. Every step uses all rows, so each is built once as ``micro_batches`` parts (None
-    where a part has no row)."""
-    r_ans = prev.generate([question] * len(retain_images), retain_images)
+    before the request (its memo key ``state``: :func:`nscvf.method.state_memo.state_key`). Every step uses all
+    rows, so each is built once as ``micro_batches`` parts (None where a part has no row)."""
+    r_ans = state_memo.answers(prev, state, question, retain_images)
     rows = {
         "forget_original": forget_items,
         "forget_unknown": [(im, q, unknown) for im, q, _ in forget_items],

@@ -262,7 +262,7 @@ def references(st: RequestState) -> None:
             f_items = [(st.forget[i], q, fa[q][i]) for i in range(len(st.forget)) for q in qs]
             r_imgs = st.rng.sample(st.retain, min(16, len(st.retain)))
             unknown = st.before.domain.unknown_answer
-            refs["answers"] = answer_batches(prev, f_items, r_imgs, qs[0], unknown, cfg.micro_batches)
+            refs["answers"] = answer_batches(prev, f_items, r_imgs, qs[0], unknown, cfg.micro_batches, state)
         st.refs = refs
     # CUDA: refuse a step that will not fit, before any optimisation (the CPU is not checked).
     estimate = check_step_memory(st.work, cfg, refs, checkpointing_on(cfg, st.work.device), st.method.answer_batches)

@@ -13,6 +13,7 @@ Two sessions therefore interleave at call granularity and never see each other's
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import warnings
 import weakref
@@ -25,11 +26,19 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def cpu_threads(vlm) -> int | None:
-    """The torch threads of every call on ``vlm``'s weights: its domain's ``cpu_threads`` on the CPU (the
-    embedded model: 1), None (torch's own) elsewhere or where the domain names none."""
+    """The torch threads of every call on ``vlm``'s weights on the CPU: ``$NSCVF_CPU_THREADS`` where set (0:
+    torch's own count), else its domain's ``cpu_threads`` (the embedded model: 1); None (torch's own) on an
+    accelerator or where neither names one."""
     from nscvf.method.domain import domain_for  # the domain module imports the world: only when a base is shared
 
-    return domain_for(vlm).cpu_threads if vlm.device.type == "cpu" else None
+    if vlm.device.type != "cpu":
+        return None
+    env = os.environ.get("NSCVF_CPU_THREADS", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"NSCVF_CPU_THREADS={env!r}: a whole number of threads (0: torch's own count)")
+        return int(env) or None
+    return domain_for(vlm).cpu_threads
 
 
 class StaleAdapterError(RuntimeError):

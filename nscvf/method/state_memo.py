@@ -1,6 +1,6 @@
 """What a request reads of a model state that does not depend on the request, computed once per process
 (issue 20): processor inputs of images, features of images, the protected inputs' covariances and the
-answers to the text questions under a model state.
+answers to the text questions and to a question on an image under a model state.
 
 Everything goes through :data:`nscvf.cache.memo` under a key that names what the value depends on: the model
 state by :func:`state_key` (content fingerprints, so the state after a forget request is another key and
@@ -69,6 +69,16 @@ def text_answers(vlm, state: tuple | None, questions: list[str]) -> list[str]:
     if state is None:
         return vlm.generate(questions, None)
     return list(memo.get("text_answers", (state, tuple(questions)), lambda: vlm.generate(questions, None)))
+
+
+def answers(vlm, state: tuple | None, question: str, images) -> list[str]:
+    """``vlm.generate([question] * len(images), images)`` in ``state``, memoised per image (a request's retain
+    answers are drawn from the same retain set every time)."""
+    if state is None or not images:
+        return vlm.generate([question] * len(images), images)
+    where = (state, *vlm.reading_key(), question)
+    keys = [(*where, image_fingerprint(im)) for im in images]
+    return memo.get_many("answers", keys, lambda miss: vlm.generate([question] * len(miss), [images[i] for i in miss]))
 
 
 def text_logits(vlm, state: tuple | None, questions: list[str]):

@@ -23,6 +23,7 @@ from nscvf import world
 from nscvf.errors import Cancelled, InputError
 from nscvf.eval import mentions, names_in, normalise
 from nscvf.images import ensure_images
+from nscvf.method import state_memo
 from nscvf.method.anchors import bundled_photos
 from nscvf.method.context import answer_nll, teacher_forcing_batch
 from nscvf.method.contrastive import retain_drift
@@ -110,7 +111,9 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     keep = chain.domain.keep_images(exclude=chain.forgotten_targets, n=cfg.keep_images, seed=cfg.seed)
     photos = bundled_photos()  # other photographs keep their answers too (issue 19: not every photo the new name)
     keep += [augment(p, rng) for p in photos for _ in range(cfg.keep_photo_views)]
-    before = _answers(prev, question, images, keep)
+    prev_adapters = tuple(getattr(prev, "adapters", ()))
+    state = state_memo.state_key(shared, prev_adapters, prev_adapters, chain.state_fingerprint)
+    before = _answers(prev, question, images, keep, state)
     adapter = shared.new_name(f"request_{len(chain) + 1}")
     shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
     try:
@@ -126,7 +129,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         )
         texts = chain.domain.text_questions()
         if texts:  # the language LoRA must not rewrite what the model says about others by name
-            text_items = list(zip([None] * len(texts), texts, prev.generate(texts, None)))
+            text_items = list(zip([None] * len(texts), texts, state_memo.text_answers(prev, state, texts)))
             batches |= _rotating_batches(prev, "keep_text", text_items, cfg.keep_batch, rng)
         check = [
             heldout_view(im, random.Random(cfg.seed + 1000 + i)) for i, im in enumerate(images) for _ in range(cfg.check_views)
@@ -171,8 +174,10 @@ def _keep_items(prev, domain, keep, question, before) -> list:
     return items
 
 
-def _answers(vlm, question, images, keep) -> dict:
-    return {"images": vlm.generate([question] * len(images), images), "keep": vlm.generate([question] * len(keep), keep)}
+def _answers(vlm, question, images, keep, state=None) -> dict:
+    """The answers before teaching on the concept's images and on the images to keep (those memoised in the
+    chain's ``state``: the same keep set every time, :func:`nscvf.method.state_memo.answers`)."""
+    return {"images": vlm.generate([question] * len(images), images), "keep": state_memo.answers(vlm, state, question, keep)}
 
 
 @dataclass
