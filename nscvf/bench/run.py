@@ -187,7 +187,7 @@ def base_numbers(vlm, targets: list[str], renders: int) -> dict:
 def machine(vlm=None) -> dict:
     """Where a job ran; ``threads``: torch's count in the worker, ``model_threads``: the count every call on
     ``vlm`` runs with where its domain names one (:func:`nscvf.method.shared.cpu_threads`)."""
-    from nscvf.method.shared import cpu_threads
+    from nscvf.method.shared import cpu_threads  # the method package: only where a worker reports its model
 
     return {
         "platform": platform.platform(),
