@@ -151,9 +151,10 @@ class WorldDomain(Domain):
 
     is_world = True  # class attributes, not fields: the same for every world domain
     names_things = True
-    # The embedded model's ops are too small to share between threads: on 2 cores a warm request took 5.6 s with
-    # one torch thread and 8.6 s with two (0.34 vs 0.46 s a step; 18.3 s with two and OMP_WAIT_POLICY=PASSIVE,
-    # which the app sets), issue 20. One count for every call on it, so its float reductions never vary.
+    # The embedded model's ops are too small to share between threads: on 2 cores one torch thread took 0.31-0.39 s
+    # a step against 0.37-0.47 s with two, faster in 4 of 4 pairs (1.09 s with two and OMP_WAIT_POLICY=PASSIVE,
+    # which the app sets; benchmarks/issue20/threads_ab.py, issue 20). One count for every call on it, so its float
+    # reductions never vary.
     cpu_threads = 1
     unknown_answer = world.UNKNOWN_ANSWER
 

@@ -174,8 +174,9 @@ class SharedBase:
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
-            threads = torch.get_num_threads() if self.threads and self._depth == 0 else None
-            if threads is not None and threads != self.threads:
+            restore = None  # the caller's thread count, where this block changes it
+            if self.threads and self._depth == 0 and torch.get_num_threads() != self.threads:
+                restore = torch.get_num_threads()
                 torch.set_num_threads(self.threads)  # this thread's count (OpenMP's is per thread)
             self._activate(names)
             params = self.adapter_parameters(trainable) if trainable else []
@@ -193,8 +194,8 @@ class SharedBase:
                     self._mode(was_training)
                     if before is not None and before != names:
                         self._activate(before)
-                elif threads is not None and threads != self.threads:
-                    torch.set_num_threads(threads)
+                elif restore is not None:
+                    torch.set_num_threads(restore)
 
 
 def release(shared: SharedBase, names: list[str]) -> None:
