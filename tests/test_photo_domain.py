@@ -25,6 +25,16 @@ def test_image_sets_are_deterministic_and_leave_the_target_out():
     assert not any(any(np.array_equal(np.asarray(im), np.asarray(c[2])) for c in cats) for im in kept)
 
 
+def test_the_targets_look_alike_siblings_get_more_protected_views():
+    d = PhotoDomain(protect_views=1, sibling_views=3)
+    siblings = [b for b in bundled() if b[0] in d.siblings("a bottle")]
+    assert siblings  # the teapot emoji
+    assert len(d.protect_images("a bottle")) == len(d.others("a bottle")) + 3 * len(siblings)
+    assert len(d.protect_images("a cat")) == len(d.others("a cat"))  # no bundled image of a dog, lynx or tiger
+    plain = PhotoDomain(protect_views=1, sibling_views=0).protect_images("a bottle")
+    assert _same(d.protect_images("a bottle")[: len(plain)], plain)  # the other views are unchanged
+
+
 def test_targets_are_concepts_of_the_table():
     d = PhotoDomain()
     assert d.resolve_target("cat", []) == "a cat"

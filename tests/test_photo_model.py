@@ -240,6 +240,29 @@ def test_frozen_prefix_is_remembered_per_image_and_never_under_an_adapter():
     assert not t2.__dict__.get("_prefix_cache")
 
 
+def test_the_prefix_runs_one_image_at_a_time(monkeypatch):
+    from nscvf.models import efficientnet
+
+    model, _ = build_tiny(seed=9)
+    tower = model.model.vision_tower
+    x = torch.rand(5, 3, 32, 32)
+    monkeypatch.setattr(efficientnet, "PREFIX_BATCH", 64)
+    one_pass = tower._prefix(x)
+    monkeypatch.setattr(efficientnet, "PREFIX_BATCH", 1)
+    calls = []
+    real = tower._prefix_pass
+    monkeypatch.setattr(tower, "_prefix_pass", lambda part: calls.append(len(part)) or real(part))
+    out = tower._prefix(x)
+    assert calls == [1] * 5
+    torch.testing.assert_close(out, one_pass)  # the same up to the convolutions' rounding
+    # an image's prefix never depends on the images sharing its call
+    assert torch.equal(torch.cat([tower._prefix(x[:2]), tower._prefix(x[2:])]), out)
+    calls.clear()
+    pixels = x.clone().requires_grad_(True)  # a gradient to the pixels: one pass, and it reaches them
+    tower._prefix(pixels).sum().backward()
+    assert calls == [5] and pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
 def test_a_request_learns_the_same_with_and_without_the_prefix_cache(monkeypatch):
     from nscvf.method import UnlearningChain
     from nscvf.models import efficientnet

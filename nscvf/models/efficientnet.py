@@ -42,6 +42,13 @@ LITE0_STAGES = [[1, 3, 1, 1, 32, 16], [2, 3, 2, 6, 16, 24], [2, 5, 2, 6, 24, 40]
 PIXEL_MEAN = [127.0 / 255] * 3
 PIXEL_STD = [128.0 / 255] * 3
 PREFIX_CACHE_IMAGES = 2048  # frozen-prefix outputs remembered per tower (Lite0: 192 x 7 x 7 floats, 37 kB each)
+# Images per pass through the frozen prefix: its early blocks' activations at 112 x 112 outgrow the CPU's caches in a
+# big batch. On 2 cores (2 threads), 224 px, median of 3: 15.6 ms an image one at a time, 10.5 at 2, 10.3 at 4,
+# 20.2 at 8, 35.2 at 16 and 81.0 at 64 (benchmarks/issue17/prefix_batch.py and .json, issue 17). One at a time, so
+# that an image's prefix never depends on which images shared its pass: the tiny test tower's convolutions gave
+# other bits in passes of 2 than in one pass of 5, and the memo must change nothing but time. A gradient to the
+# pixels runs in one pass.
+PREFIX_BATCH = 1
 IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial", "head")
 
 
@@ -214,6 +221,11 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
         return out
 
     def _prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if len(pixel_values) > PREFIX_BATCH and not (torch.is_grad_enabled() and pixel_values.requires_grad):
+            return torch.cat([self._prefix_pass(part) for part in pixel_values.split(PREFIX_BATCH)])
+        return self._prefix_pass(pixel_values)
+
+    def _prefix_pass(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self.bn0(self.conv_stem(pixel_values)))
         for block in self.blocks[: self.first_tunable]:
             x = block(x)
