@@ -46,8 +46,8 @@ PREFIX_CACHE_IMAGES = 2048  # frozen-prefix outputs remembered per tower (Lite0:
 # big batch. On 2 cores (2 threads), 224 px, median of 3: 15.6 ms an image one at a time, 10.5 at 2, 10.3 at 4,
 # 20.2 at 8, 35.2 at 16 and 81.0 at 64 (benchmarks/issue17/prefix_batch.py and .json, issue 17). One at a time, so
 # that an image's prefix never depends on which images shared its pass: the tiny test tower's convolutions gave
-# other bits in passes of 2 than in one pass of 5, and the memo must change nothing but time. A gradient to the
-# pixels runs in one pass.
+# other bits in passes of 2 than in one pass of 5, and this tower at one thread in passes of 16 or more (up to 2.5e-5;
+# the same at two threads), and the memo must change nothing but time. A gradient to the pixels runs in one pass.
 PREFIX_BATCH = 1
 IMAGE_TOKEN_KINDS = ("spatial+pooled", "pooled", "spatial", "head")
 
