@@ -200,11 +200,11 @@ def test_eta_scales_with_the_pace_the_running_steps_measure():
         turns = Turns(slots=1, long_slots=1, turn_s=60)
         a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
         now = _steps(a.pace, 0, 30, 10.0, per_step)
-        b = _running_ticket(turns, "b", cost, started=now - 1.0)  # B started 1 s ago, after A's measured steps
+        b = _running_ticket(turns, "b", cost, started=now)  # B started after A's measured steps
         c = turns.join("c", cost.seconds, expected=cost)
         beside = 1.0 + SHARED_SLOWDOWN  # B runs beside A
         assert turns._pace(None) == pytest.approx(per_step)
-        assert turns._eta(c, now) == pytest.approx(cost.seconds * speed * beside - 1.0)
+        assert turns._eta(c, now + 1.0) == pytest.approx(cost.seconds * speed * beside - 1.0)  # 1 s later
         turns.leave(b)
         assert turns._eta(c, now) == 0.0  # its slot is free
 
@@ -239,6 +239,17 @@ def test_pace_measured_beside_another_job_is_not_counted_twice():
     a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
     _steps(a.pace, 0, 30, 5.0, 0.8 * (1 + SHARED_SLOWDOWN))
     assert turns._pace(None) == pytest.approx(0.8)  # 2x the estimate's 0.4 s
+
+
+def test_a_job_that_started_during_the_measured_steps_counts_for_its_share_of_them():
+    """B started halfway through A's measured steps: they were slower by B's share for half of their time."""
+    turns = Turns(slots=1, long_slots=1, turn_s=60)
+    a = _running_ticket(turns, "a", Cost(2.0, 400, 0.4, 4.0, 400), started=0.0, long=True)
+    now = _steps(a.pace, 0, 30, 5.0, 0.6)  # the last 8 steps: 4.8 s, from now - 4.8
+    _running_ticket(turns, "b", Cost(2.0, 20, 0.4, 4.0, 40), started=now - 2.4)
+    assert turns._pace(None) == pytest.approx(0.6 / (1 + SHARED_SLOWDOWN * 0.5))
+    _running_ticket(turns, "late", Cost(2.0, 20, 0.4, 4.0, 40), started=now + 1.0)  # after them: not counted
+    assert turns._pace(None) == pytest.approx(0.6 / (1 + SHARED_SLOWDOWN * 0.5))
 
 
 def test_a_running_job_counts_what_it_has_left():
