@@ -102,10 +102,9 @@ class Pace:
         return (marks[-1][0] - marks[0][0]) / (marks[-1][1] - marks[0][1]), marks[0][0]
 
 
-def _overlap(started: float | None, since: float, end: float) -> float:
-    """The share of the measured steps' time (``since`` to ``end``) that a job started at ``started`` ran beside."""
-    if started is None:
-        return 0.0
+def _overlap(started: float, since: float, end: float) -> float:
+    """The share of the measured steps' time (``since`` to ``end``) that a job started at ``started`` ran beside
+    (a running job: ``Turns._running`` gives only started ones)."""
     if end <= since:
         return 1.0 if started <= since else 0.0
     return min(1.0, max(0.0, (end - max(started, since)) / (end - since)))
