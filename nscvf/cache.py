@@ -23,10 +23,11 @@ def image_fingerprint(img: Image.Image) -> str:
     return h.hexdigest()[:16]
 
 
-def image_set_fingerprint(images) -> str:
+def image_set_fingerprint(images, fingerprints: list[str] | None = None) -> str:
+    """The fingerprint of a list of images (in its order); ``fingerprints``: their own, if computed already."""
     h = hashlib.sha256()
-    for im in images:
-        h.update(image_fingerprint(im).encode())
+    for f in fingerprints if fingerprints is not None else map(image_fingerprint, images):
+        h.update(f.encode())
     return h.hexdigest()[:16]
 
 

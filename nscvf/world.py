@@ -498,9 +498,18 @@ def render(c: Character, seed: int, size: int = RENDER_SIZE, augment: bool = Tru
     Augmentations: background tint and clutter, position, scale, rotation, colour jitter, noise.
     ``augment=False`` gives the canonical, centred portrait (used for gallery examples).
     Each render is drawn once per process (:data:`nscvf.cache.memo`; a request's image sets asked ~1000 of
-    them, the same every time) and handed out as a copy the caller may change.
+    them, the same every time) and handed out as a copy the caller may change. ``info[GROUP_KEY]`` says what it
+    shows: the character's name, or ``"distractors"`` (what the null space's covariance chunks are cut by).
     """
-    return memo.get("render", (c, seed, size, augment), lambda: _draw(c, seed, size, augment)).copy()
+    return memo.get("render", (c, seed, size, augment), lambda: _tagged(_draw(c, seed, size, augment), c)).copy()
+
+
+GROUP_KEY = "nscvf.group"  # an image's group (PIL ``info``; kept by ``copy()``): see nscvf.method.state_memo
+
+
+def _tagged(img: Image.Image, c: Character) -> Image.Image:
+    img.info[GROUP_KEY] = "distractors" if c.is_distractor else c.name
+    return img
 
 
 def _draw(c: Character, seed: int, size: int, augment: bool) -> Image.Image:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nscvf import world
-from nscvf.cache import Cache, Memo, memo
+from nscvf.cache import Cache, Memo, image_fingerprint, memo
 from nscvf.method import UnlearnConfig, UnlearningChain, state_memo
 from nscvf.method.domain import WorldDomain
 
@@ -151,3 +151,22 @@ def test_memo_budgets_errors_and_switch(monkeypatch):
     off = Memo()
     assert not off.enabled and off.get("t", "k", lambda: 1) == 1 and off.stats() == {}
 
+
+
+def test_renders_are_chunked_per_character_so_a_new_target_reuses_every_other_chunk():
+    """Issue 20: the protected set's covariance chunks follow the renders' characters (``world.GROUP_KEY``), so
+    leaving one character out keeps every other chunk whole; images without a group keep content-defined cuts."""
+    chars, d = world.CHARACTERS[:4], world.DISTRACTORS[:3]
+    images = [world.render(c, s) for c in chars for s in range(3)] + [world.render(x, 0) for x in d]
+    groups = state_memo.image_groups(images)
+    assert groups[:3] == [chars[0].name] * 3 and groups[-3:] == ["distractors"] * 3
+    assert world.render(chars[0], 0).copy().info[world.GROUP_KEY] == chars[0].name  # copies keep it
+    fps = [image_fingerprint(im) for im in images]
+    key = lambda f, g: {tuple(f[i] for i in part) for part in state_memo.chunks(f, g)}  # noqa: E731
+    whole = key(fps, groups)
+    assert len(whole) == 5 and sum(map(len, whole)) == len(images)  # 4 characters and the distractors
+    without = key(fps[3:], groups[3:])  # the first character left out
+    assert without <= whole and len(without) == 4
+    untagged = state_memo.chunks(fps, [None] * len(fps))
+    assert [i for part in untagged for i in part] == list(range(len(fps)))  # in order, content-defined
+    assert state_memo.chunks(fps) == untagged

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nscvf.cache import Cache, image_set_fingerprint
+from nscvf.cache import Cache, image_fingerprint, image_set_fingerprint
 from nscvf.errors import Cancelled, InputError, ResourceError
 from nscvf.eval import evaluate
 from nscvf.images import ensure_images
@@ -283,11 +283,12 @@ def null_space(st: RequestState) -> None:
     with st.timed("null_space"):
         earlier = [im for target, images in b.protected if target != st.target for im in images]
         protect = list(st.retain) + b.domain.protect_images(st.target) + earlier
-        key = ("cov", b.fingerprint, image_set_fingerprint(protect), tuple(sorted(st.layers)))
+        fps = [image_fingerprint(im) for im in protect]  # once: for the disk key and the memo's chunks
+        key = ("cov", b.fingerprint, image_set_fingerprint(protect, fps), tuple(sorted(st.layers)), state_memo.ORDER)
         hit = b.cache.get(key)
         st.cache_info["covariance"] = "computed" if hit is None else "reused"
         if hit is None:
-            covs = protected_covariances(st, protect)
+            covs = protected_covariances(st, protect, fps)
             arrays = {id(s): s.cpu().numpy() for s, _ in covs.values()}  # one array per shared input
             b.cache.set(key, {n: (arrays[id(s)], c) for n, (s, c) in covs.items()})
         else:
@@ -304,14 +305,14 @@ def null_space(st: RequestState) -> None:
             project_lora_A(st.layers, st.spaces, st.adapter)
 
 
-def protected_covariances(st: RequestState, protect: list) -> dict:
+def protected_covariances(st: RequestState, protect: list, fingerprints: list[str]) -> dict:
     """Sum of x x^T of every tuned layer's inputs over the protected images, as the model computes them
     in the chain's state before the request (this request's adapter is still zero)."""
 
     def progress(done: int, total: int) -> None:
         st.stage("null space", done, total)
 
-    return state_memo.protected_covariances(st.work, st.state(st.before.adapters), st.layers, protect, progress)
+    return state_memo.protected_covariances(st.work, st.state(st.before.adapters), st.layers, protect, progress, fingerprints)
 
 
 # ---------------------------------------------------------------------------------- optimise

@@ -8,11 +8,13 @@ never sees the features of the state before it), images by their content. With t
 (``NSCVF_MEMO=0``) the same functions compute every value again, the same way: it changes nothing but time.
 
 Two requests on different targets share most of their image sets (the retain and protected sets leave out
-the target's renders), so features are kept per image, and covariances per *chunk* of a set: consecutive
-images cut where an image's fingerprint says so (content-defined, as rsync and backup tools cut files), so a
-set with one character's renders left out or added still has almost all of its chunks. Features of one image
-do not depend on the other images of its batch (``tests/test_state_memo.py`` checks it); the covariance of a
-set is the sum of its chunks' in their order, with the memo on or off.
+the target's renders), so features are kept per image, and covariances per *chunk* of a set: one chunk per
+character for renders (their ``info`` says which), so a set with one character's renders left out has every
+other chunk of the set with it and a new target computes none; other images are cut where an image's
+fingerprint says so (content-defined, as rsync and backup tools cut files), so such a set with a few images
+left out or added still has most of its chunks. Features of one image do not depend on the other images of
+its batch (``tests/test_state_memo.py`` checks it); the covariance of a set is the sum of its chunks' in
+their order, with the memo on or off.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import torch
 
 from nscvf.cache import image_fingerprint, memo
 from nscvf.method.nullspace import CovarianceCollector
+from nscvf.world import GROUP_KEY
 
 CHUNK_EVERY = 32  # a covariance chunk ends after an image whose fingerprint is 0 modulo this (mean chunk size)
 CHUNK_MAX = 96  # ... or at this many images (a cut forced by length moves the cuts after it, until a content cut)
 BATCH = 64  # images per forward pass of the covariance pass
+ORDER = "groups"  # how a set's covariance is summed (:func:`chunks`): part of its disk cache key
 CHUNKED_BYTES = 64 * 2**20  # covariances kept per chunk only while one set of sums is at most this big
 
 
@@ -91,50 +95,67 @@ def text_logits(vlm, state: tuple | None, questions: list[str]):
 # ------------------------------------------------------------------------------- covariances
 
 
-def chunks(fingerprints: list[str]) -> list[range]:
-    """Content-defined cuts of a list of images (by their fingerprints): a chunk ends after an image whose
-    fingerprint is 0 modulo ``CHUNK_EVERY``, or at ``CHUNK_MAX`` images."""
-    out, start = [], 0
-    for i, f in enumerate(fingerprints):
-        if int(f[:8], 16) % CHUNK_EVERY == 0 or i + 1 - start == CHUNK_MAX:
-            out.append(range(start, i + 1))
-            start = i + 1
-    if start < len(fingerprints):
-        out.append(range(start, len(fingerprints)))
-    return out
+def chunks(fingerprints: list[str], groups: list[str | None] | None = None) -> list[list[int]]:
+    """The covariance chunks of a list of images (by their fingerprints and groups), as lists of indices.
+
+    Images with a group (``world.GROUP_KEY``: a render's character) come first, by group name: one chunk per
+    group (cut again at ``CHUNK_MAX`` images), so a set with one character left out has every other chunk
+    of the set with it. The others follow in their order, cut where the content says: a chunk ends after an
+    image whose fingerprint is 0 modulo ``CHUNK_EVERY``, or at ``CHUNK_MAX`` images."""
+    groups = groups or [None] * len(fingerprints)
+    out: list[list[int]] = []
+    for i in sorted((i for i, g in enumerate(groups) if g is not None), key=lambda i: (groups[i], i)):
+        if out and groups[out[-1][0]] == groups[i] and len(out[-1]) < CHUNK_MAX:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    part: list[int] = []
+    for i in (i for i, g in enumerate(groups) if g is None):
+        part.append(i)
+        if int(fingerprints[i][:8], 16) % CHUNK_EVERY == 0 or len(part) == CHUNK_MAX:
+            out.append(part)
+            part = []
+    return out + ([part] if part else [])
 
 
-def protected_covariances(work, state: tuple | None, layers: dict, images, progress=None) -> dict:
+def image_groups(images) -> list[str | None]:
+    """Each image's group (``world.GROUP_KEY`` in its PIL ``info``: a render's character), None where it has none."""
+    return [getattr(im, "info", {}).get(GROUP_KEY) for im in images]
+
+
+def protected_covariances(work, state: tuple | None, layers: dict, images, progress=None, fingerprints=None) -> dict:
     """Sum of x x^T and the sample count of every layer's inputs over ``images`` (``{name: (sum, count)}``,
     aliased names sharing one tensor; see :class:`CovarianceCollector`), as the model ``work`` computes them
-    in ``state``. Summed over the content-defined chunks of the set, each memoised, where one set of sums
+    in ``state``. Summed over the chunks of the set (:func:`chunks`), each memoised, where one set of sums
     is small (the embedded model: ~10 MB) and ``state`` is the base model (where every visitor's first
-    request starts; a later chain state is one session's, rarely asked again); else in one pass, as one
-    chunk. ``progress(done, total)`` before each forward pass (the point where Cancel is honoured)."""
-    fps = [image_fingerprint(im) for im in images]
+    request starts; a later chain state is one session's, rarely asked again); else in one pass, in the
+    set's order, as one chunk. ``fingerprints``: the images' (computed if not given).
+    ``progress(done, total)`` before each forward pass (the point where Cancel is honoured)."""
+    fps = fingerprints or [image_fingerprint(im) for im in images]
     inputs = image_inputs(work, images, fps)
     size = sum(m.in_features**2 * 8 for m in layers.values() if hasattr(m, "in_features"))
     chunked = state is not None and state[0] == "base" and size <= CHUNKED_BYTES
     where = (state, *work.reading_key(), tuple(sorted(layers)))
-    total = None
-    for part in chunks(fps) if chunked else [range(len(images))]:
+    total, done = None, 0
+    for part in chunks(fps, image_groups(images)) if chunked else [list(range(len(images)))]:
 
-        def compute(part=part):
-            return _covariances(work, layers, inputs, part, progress)
+        def compute(part=part, done=done):
+            return _covariances(work, layers, inputs, part, lambda d: progress and progress(done + d, len(inputs)))
 
         key = (*where, hashlib.sha256("".join(fps[i] for i in part).encode()).hexdigest()[:16])
         covs = memo.get("covariance", key, compute) if chunked else compute()
         total = covs if total is None else _add(total, covs)
-    return total if total is not None else _covariances(work, layers, inputs, range(0), progress)
+        done += len(part)
+    return total if total is not None else _covariances(work, layers, inputs, [], lambda d: None)
 
 
-def _covariances(work, layers: dict, inputs: list[dict], part: range, progress) -> dict:
-    """The covariances of ``inputs[part]``, in batches of ``BATCH`` (``progress`` before each)."""
+def _covariances(work, layers: dict, inputs: list[dict], part: list[int], progress) -> dict:
+    """The covariances of the ``inputs`` at the indices ``part``, in batches of ``BATCH`` (``progress(done)``
+    before each)."""
     with torch.no_grad(), work.scope(), CovarianceCollector(layers) as col:
-        for i in range(part.start, part.stop, BATCH):
-            if progress is not None:
-                progress(i, len(inputs))
-            work.project_images(work.collate(inputs[i : min(i + BATCH, part.stop)]))
+        for i in range(0, len(part), BATCH):
+            progress(i)
+            work.project_images(work.collate([inputs[j] for j in part[i : i + BATCH]]))
     return col.covariances()
 
 
