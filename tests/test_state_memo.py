@@ -152,7 +152,6 @@ def test_memo_budgets_errors_and_switch(monkeypatch):
     assert not off.enabled and off.get("t", "k", lambda: 1) == 1 and off.stats() == {}
 
 
-
 def test_renders_are_chunked_per_character_so_a_new_target_reuses_every_other_chunk():
     """Issue 20: the protected set's covariance chunks follow the renders' characters (``world.GROUP_KEY``), so
     leaving one character out keeps every other chunk whole; images without a group keep content-defined cuts."""

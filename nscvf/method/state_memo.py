@@ -136,17 +136,18 @@ def protected_covariances(work, state: tuple | None, layers: dict, images, progr
     size = sum(m.in_features**2 * 8 for m in layers.values() if hasattr(m, "in_features"))
     chunked = state is not None and state[0] == "base" and size <= CHUNKED_BYTES
     where = (state, *work.reading_key(), tuple(sorted(layers)))
+    report = progress or (lambda done, total: None)
     total, done = None, 0
     for part in chunks(fps, image_groups(images)) if chunked else [list(range(len(images)))]:
 
         def compute(part=part, done=done):
-            return _covariances(work, layers, inputs, part, lambda d: progress and progress(done + d, len(inputs)))
+            return _covariances(work, layers, inputs, part, lambda d: report(done + d, len(inputs)))
 
         key = (*where, hashlib.sha256("".join(fps[i] for i in part).encode()).hexdigest()[:16])
         covs = memo.get("covariance", key, compute) if chunked else compute()
         total = covs if total is None else _add(total, covs)
         done += len(part)
-    return total if total is not None else _covariances(work, layers, inputs, [], lambda d: None)
+    return total if total is not None else _covariances(work, layers, inputs, [], lambda d: report(d, 0))
 
 
 def _covariances(work, layers: dict, inputs: list[dict], part: list[int], progress) -> dict:
