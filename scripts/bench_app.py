@@ -14,6 +14,11 @@
 5. restart: the server is restarted on the same data dir; serving again, and the repeat once more
    (a restart loses nothing finished).
 
+Every click is timed with its files already on the server (:func:`upload`, timed on its own as ``upload_s``): a
+browser sends a visitor's files when they are chosen and an example's click fills the upload from the server's own
+files, so neither is part of the wait after the Forget click (gradio_client would upload them one request each
+inside it: ~0.3 s of 8 files here).
+
 Uses a fresh data dir (a temporary one unless --data-dir) so that nothing is cached before step 2.
 Prints the numbers and writes them as JSON to --json: wall seconds, and beside each Forget the CPU seconds
 of the app's process and the load average (the machine may be shared). The app warms up before it serves
@@ -77,6 +82,21 @@ def start(port: int, data: Path, tmp: Path, log, root: Path = ROOT) -> tuple[sub
     raise SystemExit("app did not answer within 120 s")
 
 
+def example_files(folder: Path, name: str) -> list[Path]:
+    """The images of one example (a folder under ``folder``)."""
+    return sorted(q for q in (folder / name).glob("*") if q.suffix in (".png", ".jpg"))
+
+
+def wait_for_log(path: Path, text: str, limit: float) -> float | None:
+    """Seconds until ``text`` appears in the app's log (None: not within ``limit``)."""
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if text in path.read_text(errors="replace"):
+            return round(time.time() - t0, 2)
+        time.sleep(0.25)
+    return None
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -99,11 +119,53 @@ def cpu_seconds(proc) -> float | None:
 CPU: dict = {}  # what request() measured last: the app process's CPU seconds for its Forget, the load average before
 
 
+def upload(url: str, paths: list) -> tuple[list, float]:
+    """The files on the server before the click, as a browser has them: an example's click fills the upload
+    from the server's own files, and a visitor's files are sent when chosen, all in one request. Returns the
+    Forget's file values (server paths: plain dicts, which the client passes on without uploading them again)
+    and the seconds the upload took (reported beside the click's time, not inside it)."""
+    import httpx
+
+    t0 = time.time()
+    handles = [open(q, "rb") for q in paths]
+    try:
+        r = httpx.post(
+            f"{url}/gradio_api/upload", files=[("files", (Path(q).name, h)) for q, h in zip(paths, handles)], timeout=60
+        )
+    finally:
+        for h in handles:
+            h.close()
+    r.raise_for_status()
+    on_server = {"meta": {"_type": "gradio.FileData"}, ON_SERVER: True}
+    return [{"path": s, "orig_name": Path(q).name, **on_server} for q, s in zip(paths, r.json())], time.time() - t0
+
+
+ON_SERVER = "bench_on_server"  # a file value :func:`upload` sent already: gradio_client would send it again
+
+
+def _keep_uploaded() -> None:
+    """Make gradio_client pass on the values :func:`upload` made (it uploads every local path it is given, and
+    the server's files are local paths here) and upload the others as before."""
+    from gradio_client.client import Endpoint
+
+    if getattr(Endpoint._upload_file, "keeps_uploaded", False):
+        return
+    send = Endpoint._upload_file
+
+    def upload_file(self, f: dict, data_index: int) -> dict:
+        return {k: v for k, v in f.items() if k != ON_SERVER} if f.get(ON_SERVER) else send(self, f, data_index)
+
+    upload_file.keeps_uploaded = True
+    Endpoint._upload_file = upload_file
+
+
 def request(url: str, args, evaluation: str = "none", proc=None) -> tuple[dict, float, list, float, list]:
-    """One Forget as the browser runs it: the answers and plots (timed), then the accuracies (timed)."""
+    """One Forget as the browser runs it: the answers and plots (timed from the click, the files already on
+    the server: :func:`upload`), then the accuracies (timed)."""
     from gradio_client import Client
 
-    # download_files=False: a browser fetches output images lazily; the uploads (8 small PNGs) are timed.
+    # download_files=False: a browser fetches output images lazily.
+    _keep_uploaded()
     c = Client(url, analytics_enabled=False, verbose=False, download_files=False)
     c0 = cpu_seconds(proc) if proc is not None else None
     CPU["load"] = [round(v, 2) for v in os.getloadavg()]
@@ -157,6 +219,9 @@ def targets(res: dict) -> dict:
         return {"cold_first_visit_s<=30": res["example_request_s"] <= 30, "warm_new_example_s<=20": res["warm_new_example_s"] <= 20,
                 "repeat_s<=2": res["repeat_s"] <= 2}  # fmt: skip
     return {
+        "cold_first_visit_s<=10": res["example_request_s"] <= 10,  # issue 20: click -> answers and plots
+        "warm_new_example_s<=6": res["warm_new_example_s"] <= 6,
+        "settled_new_example_s<=6": res["settled_new_example_s"] <= 6,
         "serving_s<=10": res["serving_s"] <= 10,
         "cold_answers_and_plots_s<=15": res["example_request_s"] <= 15,
         "warm_new_example_s<=12": res["warm_new_example_s"] <= 12,
@@ -185,6 +250,8 @@ def parse_args(argv=None):
         help="example (folder under assets/examples; photo: assets/photo_examples; default mirel / cat)",
     )
     p.add_argument("--warm-character", default=None, help="the new example of the warm request (default tobbin / espresso)")
+    p.add_argument("--settled-character", default=None,
+                   help="the new example asked once UMAP's warm-up has ended (default kestrin / tripod)")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: UnlearnConfig's, early stopping on)")
     p.add_argument(
         "--set",
@@ -218,23 +285,21 @@ def form_args(args, files: list, d: dict) -> tuple:
 def main(argv=None) -> int:
     args = parse_args(argv)
 
-    from gradio_client import handle_file
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     data = Path(args.data_dir) if args.data_dir else tmp / "data"
     photo = args.model == "photo"
     folder = ROOT / "assets" / ("photo_examples" if photo else "examples")
     args.character = args.character or ("cat" if photo else "mirel")
     args.warm_character = args.warm_character or ("espresso" if photo else "tobbin")
+    args.settled_character = args.settled_character or ("tripod" if photo else "kestrin")
     if photo:
         os.environ["NSCVF_MODEL"] = "photo"  # the app's default model (start() passes the environment on)
-    paths = sorted(q for q in (folder / args.character).glob("*") if q.suffix in (".png", ".jpg"))
-    warm_paths = sorted(q for q in (folder / args.warm_character).glob("*") if q.suffix in (".png", ".jpg"))
+    paths, warm_paths = example_files(folder, args.character), example_files(folder, args.warm_character)
     if not paths or not warm_paths:
         raise SystemExit(f"no example renders for {args.character!r} / {args.warm_character!r}: run scripts/make_examples.py")
     d = settings(args)
     args.steps = args.steps or d["steps"]
-    fargs = form_args(args, [handle_file(str(q)) for q in paths], d)
+    fargs = form_args(args, [], d)
     res: dict = {
         "model": os.environ.get("NSCVF_MODEL") or "assets/model",
         "character": args.character,
@@ -255,6 +320,8 @@ def main(argv=None) -> int:
         res["app_root"] = str(root)
         proc, res["serving_s"] = start(port, data, tmp, log, root)
         res["serving_cpu_s"] = cpu_seconds(proc)
+        files, res["upload_s"] = upload(url, paths)
+        fargs = (files, *fargs[1:])
         out, res["example_request_s"], res["example_stages"], res["example_numbers_s"], nums = request(
             url, fargs, args.evaluation, proc
         )
@@ -267,14 +334,26 @@ def main(argv=None) -> int:
         res["repeat_restored"] = "restored from the cache" in out2[0]
         m2 = re.search(r"restored from the cache\*\* in ([\d.]+) s", out2[0])
         res["repeat_server_s"] = float(m2.group(1)) if m2 else None
-        wargs = ([handle_file(str(q)) for q in warm_paths], *fargs[1:])
-        out4, res["warm_new_example_s"], _, _, _ = request(url, wargs, "none", proc)
+        warm_files, res["warm_upload_s"] = upload(url, warm_paths)
+        wargs = (warm_files, *fargs[1:])
+        out4, res["warm_new_example_s"], res["warm_stages"], _, _ = request(url, wargs, "none", proc)
         res["warm_new_example_cpu_s"], res["warm_load_avg"] = CPU["forget"], CPU["load"]
         res["warm_new_example_status"] = out4[0].split("\n")[0]
         res["warm_new_example_plot_method"] = plot_method(out4[8])
+        res["warm_job_line"] = numbers(out4[10]).get("job time (s)", ["", ""])[1]
         res["load_avg_after_warm"] = os.getloadavg()
+        # A server warmed up: UMAP's warm-up (a worker process at nice 19, numba compiling for ~30 s on a fresh
+        # cache) ran beside the requests above; one more new example once the app's log says it ended.
+        res["umap_warmup_wait_s"] = wait_for_log(tmp / "app.log", "UMAP warmed up", 120)
+        settled_files, _ = upload(url, example_files(folder, args.settled_character))
+        out5, res["settled_new_example_s"], res["settled_stages"], _, _ = request(url, (settled_files, *fargs[1:]), "none", proc)
+        res["settled_new_example_cpu_s"], res["settled_load_avg"] = CPU["forget"], CPU["load"]
+        res["settled_new_example_status"] = out5[0].split("\n")[0]
+        res["settled_job_line"] = numbers(out5[10]).get("job time (s)", ["", ""])[1]
+        res["settled_plot_method"] = plot_method(out5[8])
         stop(proc)
         proc, res["serving_after_restart_s"] = start(port, data, tmp, log, root)
+        fargs = (upload(url, paths)[0], *fargs[1:])  # a new server: the page's files are sent again
         out3, res["repeat_after_restart_s"], _, res["repeat_after_restart_numbers_s"], _ = request(url, fargs, args.evaluation)
         res["repeat_after_restart_restored"] = "restored from the cache" in out3[0]
         stop(proc)
@@ -292,9 +371,10 @@ def main(argv=None) -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=1))
     for k, v in res.items():
-        if k not in ("log_tail", "example_stages"):
+        if k not in ("log_tail", "example_stages", "warm_stages", "settled_stages"):
             print(f"{k}: {v}")
-    print("stages (first seen, s after submit):", ", ".join(f"{d}@{t}" for d, t in res["example_stages"]))
+    for k in ("example_stages", "warm_stages", "settled_stages"):
+        print(f"{k} (first seen, s after submit):", ", ".join(f"{d}@{t}" for d, t in res[k]))
     return 0
 
 

@@ -223,18 +223,25 @@ def test_using_selects_its_own_state_and_restores_the_enclosing_one(tiny):
 def test_calls_run_with_the_domains_cpu_threads_and_give_the_caller_its_own_back(tiny, monkeypatch):
     """A model whose domain names ``cpu_threads`` (the embedded world model: 1, measured faster on 2 cores)
     runs every call and training step with that many torch threads, in the calling thread only, and the
-    caller's own count is back afterwards; a domain that names none leaves torch's count alone (issue 20)."""
+    caller's own count is back afterwards; a domain that names none leaves torch's count alone (issue 20). The
+    null space's eigendecompositions, outside any call, run with the model's count too."""
+    from nscvf.method import request
     from nscvf.method.domain import Domain
     from nscvf.method.shared import SharedBase
 
-    seen = []
-    original = SharedBase._activate
+    seen, eigh = [], []
+    original, spaces = SharedBase._activate, request.null_spaces
 
     def spy(self, names):
         seen.append(torch.get_num_threads())
         return original(self, names)
 
+    def spy_spaces(*a, **k):
+        eigh.append(torch.get_num_threads())
+        return spaces(*a, **k)
+
     monkeypatch.setattr(SharedBase, "_activate", spy)
+    monkeypatch.setattr(request, "null_spaces", spy_spaces)
     own = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -243,6 +250,7 @@ def test_calls_run_with_the_domains_cpu_threads_and_give_the_caller_its_own_back
         assert shared.threads == 1
         UnlearningChain(tiny).forget(_images(3, 10), _images(4, 1), CFG.replace(steps=2), target="a")
         assert seen and set(seen) == {1}  # every outermost call: its adapters selected with one thread
+        assert eigh == [1]  # the request's null spaces too
         assert torch.get_num_threads() == 2  # the caller's count again
         seen.clear()
         shared.threads = None  # a domain that names no count
@@ -266,3 +274,24 @@ def test_cpu_threads_setting_overrides_the_domains_and_says_what_it_accepts(tiny
     monkeypatch.setenv("NSCVF_CPU_THREADS", "two")
     with pytest.raises(ValueError, match="whole number"):
         cpu_threads(tiny)
+
+
+@pytest.mark.parametrize("method", ["nscvf", "npo", "kl"])
+def test_a_request_builds_only_the_answer_batches_its_loss_reads(tiny, monkeypatch, method):
+    """The references hold the method's answer batches and their reference log-probabilities, no others:
+    NSCVF reads "forget_unknown" alone, so it spends no forward pass on the others (issue 20)."""
+    from nscvf.method import request
+    from nscvf.method.methods import get_method
+
+    kept = {}
+    references = request.references
+
+    def spy(st):
+        references(st)
+        kept.update(st.refs.get("answers") or {})
+
+    monkeypatch.setattr(request, "references", spy)
+    UnlearningChain(tiny).forget(_images(3, 10), _images(4, 1), CFG.replace(steps=1, method=method), target="a")
+    reads = set(get_method(method, CFG.replace(method=method)).answer_batches)
+    refs = {"forget_original": {"forget_ref_logp"}, "retain_original": {"retain_ref_logprobs"}}
+    assert reads and set(kept) == reads | {r for b in reads for r in refs.get(b, ())}

@@ -24,6 +24,10 @@ PARTS = {
     "image_set_fp": (request, "image_set_fingerprint"),
     "measure": (request, "measure"),
     "references": (request, "references"),
+    "text_answers": (state_memo, "text_answers"),
+    "text_logits": (request, "text_logits"),
+    "retain_drift": (request, "retain_drift"),
+    "evaluate": (request, "evaluate"),
 }
 
 vlm = load_model()

@@ -262,7 +262,8 @@ def references(st: RequestState) -> None:
             f_items = [(st.forget[i], q, fa[q][i]) for i in range(len(st.forget)) for q in qs]
             r_imgs = st.rng.sample(st.retain, min(16, len(st.retain)))
             unknown = st.before.domain.unknown_answer
-            refs["answers"] = answer_batches(prev, f_items, r_imgs, qs[0], unknown, cfg.micro_batches, state)
+            refs["answers"] = answer_batches(prev, f_items, r_imgs, qs[0], unknown, cfg.micro_batches, state,
+                                             st.method.answer_batches)  # fmt: skip
         st.refs = refs
     # CUDA: refuse a step that will not fit, before any optimisation (the CPU is not checked).
     estimate = check_step_memory(st.work, cfg, refs, checkpointing_on(cfg, st.work.device), st.method.answer_batches)
@@ -280,7 +281,7 @@ def null_space(st: RequestState) -> None:
     if not (st.method.null_space and cfg.null_space):
         return
     st.stage("null space")
-    with st.timed("null_space"):
+    with st.timed("null_space"), b.shared.thread_count():
         earlier = [im for target, images in b.protected if target != st.target for im in images]
         protect = list(st.retain) + b.domain.protect_images(st.target) + earlier
         fps = [image_fingerprint(im) for im in protect]  # once: for the disk key and the memo's chunks

@@ -163,6 +163,26 @@ class SharedBase:
             self.model.train(train)
             self._mixed = False
 
+    def _own_threads(self) -> int | None:
+        """Set this thread's torch count to the model's (``threads``); the count to restore, or None when unchanged."""
+        if not self.threads or torch.get_num_threads() == self.threads:
+            return None
+        restore = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # this thread's count (OpenMP's is per thread)
+        return restore
+
+    @contextmanager
+    def thread_count(self):
+        """The model's torch thread count for this thread, for work on its tensors outside :meth:`using` (the
+        null space's covariances and eigendecompositions). At torch's two threads, in a job's thread beside the
+        app's and under OMP_WAIT_POLICY=PASSIVE, 18 eigendecompositions took 0.6 s, at one 0.18 s (issue 20)."""
+        restore = self._own_threads()
+        try:
+            yield
+        finally:
+            if restore is not None:
+                torch.set_num_threads(restore)
+
     @contextmanager
     def using(self, names, train: bool = False, trainable: str | None = None):
         """Hold the lock with exactly ``names`` active; ``trainable``'s parameters take gradients and the
@@ -174,10 +194,7 @@ class SharedBase:
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
-            restore = None  # the caller's thread count, where this block changes it
-            if self.threads and self._depth == 0 and torch.get_num_threads() != self.threads:
-                restore = torch.get_num_threads()
-                torch.set_num_threads(self.threads)  # this thread's count (OpenMP's is per thread)
+            restore = self._own_threads() if self._depth == 0 else None  # the caller's count, where this block changes it
             self._activate(names)
             params = self.adapter_parameters(trainable) if trainable else []
             for p in params:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (webapp/state/setti
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 BROWSER_TYPES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}  # shown by a browser as they are
 POLL_S = 0.5  # progress refresh period of a running request
-UMAP_WAIT_S = 0.2  # a plot waits this long for UMAP's warm-up before falling back to PCA (labelled; redrawn on a later view)
+UMAP_WAIT_S = 0.0  # a plot waits this long for UMAP's warm-up before falling back to PCA (labelled; redrawn on a later view)
 MAX_NAME = 80  # characters of a target name
 MAX_QUESTION = 300  # characters of an Ask question
 # The Advanced settings: (UnlearnConfig field, label, integer?)
