@@ -34,6 +34,7 @@ def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
     taught = chain.model_at(len(chain))
     held = photo_eval.ask_names(taught, photo_images.crops(ims[photo], 8, seed=99))
     others = [im for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    other_names = [p for p in ims if p != photo for _ in range(6)]
     other_photos = [c for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
     called = photo_eval.ask_names(taught, other_photos + others)
     chain.close()
@@ -42,6 +43,7 @@ def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
            "heldout_named": round(sum(name.lower() in a.lower() for a in held) / len(held), 4), "heldout_n": len(held),
            "other_photo_crops_called": round(sum(named[: len(other_photos)]) / len(other_photos), 4),
            "other_photo_crops_n": len(other_photos),
+           "other_photo_crops_called_by_photo": {p: sum(c for q, c in zip(other_names, named) if q == p) for p in ims if p != photo},
            "other_images_called": round(sum(named[len(other_photos) :]) / max(1, len(others)), 4),
            "other_images_n": len(others), "targets": {"heldout_named": 0.9, "other_photo_crops_called": 0.05}}  # fmt: skip
     print(json.dumps({k: v for k, v in row.items() if k != "targets"}), flush=True)
