@@ -23,6 +23,14 @@ from nscvf.models import load_model
 from nscvf.source import PHOTO_MODEL_DIR
 
 
+def _emoji_of(label: str) -> str | None:
+    """The emoji of an evaluation-set label ("emoji:X" or "view:emoji:X:k"), else None."""
+    parts = label.split(":")
+    if parts[0] == "emoji":
+        return parts[1]
+    return parts[2] if parts[0] == "view" and len(parts) > 2 and parts[1] == "emoji" else None
+
+
 def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
     """Teach ``name`` on 8 crops of a bundled photo; held-out crops of it named (>= 90%), crops of the other
     bundled photos and the pool's other images called by it (<= 5%)."""
@@ -34,6 +42,8 @@ def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
     taught = chain.model_at(len(chain))
     held = photo_eval.ask_names(taught, photo_images.crops(ims[photo], 8, seed=99))
     others = [im for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    held_emoji = {ch for ch, _ in photo_images.emoji_split("heldout")}  # never among teaching's images to keep
+    unseen = [_emoji_of(lab) in held_emoji for lab in labels if not lab.startswith(f"crop:{photo}:")]
     other_names = [p for p in ims if p != photo for _ in range(6)]
     other_photos = [c for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
     called = photo_eval.ask_names(taught, other_photos + others)
@@ -45,7 +55,9 @@ def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
            "other_photo_crops_n": len(other_photos),
            "other_photo_crops_called_by_photo": {p: sum(c for q, c in zip(other_names, named) if q == p) for p in ims if p != photo},
            "other_images_called": round(sum(named[len(other_photos) :]) / max(1, len(others)), 4),
-           "other_images_n": len(others), "targets": {"heldout_named": 0.9, "other_photo_crops_called": 0.05}}  # fmt: skip
+           "other_images_n": len(others),
+           "heldout_emoji_called": round(sum(n for n, u in zip(named[len(other_photos) :], unseen) if u) / max(1, sum(unseen)), 4),
+           "heldout_emoji_n": sum(unseen), "targets": {"heldout_named": 0.9, "other_photo_crops_called": 0.05}}  # fmt: skip
     print(json.dumps({k: v for k, v in row.items() if k != "targets"}), flush=True)
     return row
 

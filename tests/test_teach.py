@@ -107,3 +107,33 @@ def test_teach_refuses_bad_input(embedded):
     with pytest.raises(InputError, match="unknown fact"):
         chain.teach([texture_photo(i) for i in range(3)], NAME, {"colour": "red"})
     assert len(chain) == 0 and chain.shared.adapter_names() == adapters  # nothing left behind
+
+
+def test_hard_negatives_are_the_candidates_nearest_the_taught_images_and_their_features_are_kept(embedded, cache, monkeypatch):
+    """Teaching keeps the domain's candidates nearest the taught images (issue 17: a name taught on photos the model
+    answers "I don't know" otherwise took most other unknown images); the candidates' pooled features are computed
+    once: a later teach on the same state reads them from the process memo, a new process from the disk cache."""
+    from nscvf.cache import memo
+    from nscvf.method.teach import hard_negatives
+
+    taught = [world.render(world.get_character("Mirel"), s) for s in (1, 2, 3)]
+    near = [world.render(world.get_character("Mirel"), s) for s in (7, 8)]
+    far = [world.render(d, s) for d in world.DISTRACTORS[:3] for s in (1, 2)]
+    candidates = far[:3] + near + far[3:]
+    calls = []
+    features = type(embedded).image_features
+
+    def counting(self, images):
+        calls.append(len(images))
+        return features(self, images)
+
+    monkeypatch.setattr(type(embedded), "image_features", counting)
+    picked = hard_negatives(embedded, ("s",), taught, candidates, 2, cache, "state-fp")
+    assert picked == near or picked == near[::-1], "the other renders of the taught character are nearest"
+    assert calls == [3, len(candidates)]
+    assert hard_negatives(embedded, ("s",), taught, candidates, 2, cache, "state-fp") == picked
+    assert calls[2:] == [3]  # the candidates from the memo
+    memo.clear()
+    assert hard_negatives(embedded, ("s",), taught, candidates, 2, cache, "state-fp") == picked
+    assert calls[3:] == [3]  # ... and from the disk cache
+    assert hard_negatives(embedded, ("s",), taught, candidates, 0, cache, "state-fp") == []

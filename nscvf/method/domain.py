@@ -85,6 +85,10 @@ class Domain:
         """Images of other concepts whose answers teaching must not change (generic: the anchor images)."""
         return anchor_images(n=min(n, 32), seed=seed)
 
+    def negative_candidates(self) -> list[Image.Image]:
+        """Images teaching may keep as hard negatives (those nearest the taught images; none: no such step)."""
+        return []
+
     def can_evaluate(self, target: str | None) -> bool:
         """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
         return False

@@ -20,6 +20,7 @@ import torch
 from PIL import ImageEnhance
 
 from nscvf import world
+from nscvf.cache import image_set_fingerprint, memo
 from nscvf.errors import Cancelled, InputError
 from nscvf.eval import mentions, names_in, normalise
 from nscvf.images import ensure_images
@@ -48,6 +49,7 @@ class TeachConfig:
     keep_images: int = 128  # images of other concepts whose answers must not change (64/16: 12-19% of
     keep_batch: int = 32  # of them per step       other characters' held-out answers changed; 128/32: 0%)
     keep_photo_views: int = 4  # augmented views of each bundled photo among the images to keep
+    hard_negatives: int = 96  # the domain's candidate images nearest the taught ones, kept too (0: none)
     check_views: int = 4  # held-out augmented views per image in the stop check
     check_every: int = 4
     min_steps: int = 8
@@ -113,6 +115,8 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     keep += [augment(p, rng) for p in photos for _ in range(cfg.keep_photo_views)]
     prev_adapters = tuple(getattr(prev, "adapters", ()))
     state = state_memo.state_key(shared, prev_adapters, prev_adapters, chain.state_fingerprint)
+    keep += hard_negatives(prev, state, images, chain.domain.negative_candidates(), cfg.hard_negatives,
+                           chain.cache, chain.state_fingerprint)  # fmt: skip
     before = _answers(prev, question, images, keep, state)
     adapter = shared.new_name(f"request_{len(chain) + 1}")
     shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
@@ -146,6 +150,35 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     except BaseException:
         shared.delete_adapters([adapter])
         raise
+
+
+def hard_negatives(vlm, state, images, candidates, k: int, cache=None, fingerprint: str | None = None) -> list:
+    """The ``k`` candidates whose pooled features are nearest any of ``images``' (cosine), in ``state``: other
+    things the model sees as most like the taught concept, whose answers must not become its name. A name taught
+    on the astronaut's crops (answered "I don't know") took 253 of 420 other images with random images to keep,
+    14 of 420 with its 96 nearest emoji renders kept (issue 17). The candidates' pooled features (~8 s for the
+    photo model's 340 on 2 cores) are kept in the process memo and in ``cache`` under the chain's ``fingerprint``."""
+    if k <= 0 or not candidates:
+        return []
+    _, z = vlm.image_features(images)
+    zc = _pooled_candidates(vlm, state, candidates, cache, fingerprint)
+    near = (zc.float() @ z.float().to(zc.device).T).max(-1).values
+    return [candidates[i] for i in near.argsort(descending=True)[:k].tolist()]
+
+
+def _pooled_candidates(vlm, state, candidates, cache, fingerprint) -> torch.Tensor:
+    """The candidates' pooled features in ``state`` (memoised; on disk too when ``cache`` and ``fingerprint``)."""
+    key = ("negatives", fingerprint, *vlm.reading_key(), image_set_fingerprint(candidates))
+
+    def compute():
+        hit = cache.get(key) if cache is not None and fingerprint else None
+        if hit is None:
+            hit = vlm.image_features(candidates)[1].cpu().numpy()
+            if cache is not None and fingerprint:
+                cache.set(key, hit)
+        return torch.from_numpy(hit)
+
+    return memo.get("negatives", (state, *key), compute) if state is not None else compute()
 
 
 def _small(img, side: int = 448):
