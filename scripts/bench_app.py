@@ -334,23 +334,12 @@ def main(argv=None) -> int:
         res["repeat_restored"] = "restored from the cache" in out2[0]
         m2 = re.search(r"restored from the cache\*\* in ([\d.]+) s", out2[0])
         res["repeat_server_s"] = float(m2.group(1)) if m2 else None
-        warm_files, res["warm_upload_s"] = upload(url, warm_paths)
-        wargs = (warm_files, *fargs[1:])
-        out4, res["warm_new_example_s"], res["warm_stages"], _, _ = request(url, wargs, "none", proc)
-        res["warm_new_example_cpu_s"], res["warm_load_avg"] = CPU["forget"], CPU["load"]
-        res["warm_new_example_status"] = out4[0].split("\n")[0]
-        res["warm_new_example_plot_method"] = plot_method(out4[8])
-        res["warm_job_line"] = numbers(out4[10]).get("job time (s)", ["", ""])[1]
+        res.update(new_example(url, warm_paths, fargs, proc, "warm"))
         res["load_avg_after_warm"] = os.getloadavg()
         # A server warmed up: UMAP's warm-up (a worker process at nice 19, numba compiling for ~30 s on a fresh
         # cache) ran beside the requests above; one more new example once the app's log says it ended.
         res["umap_warmup_wait_s"] = wait_for_log(tmp / "app.log", "UMAP warmed up", 120)
-        settled_files, _ = upload(url, example_files(folder, args.settled_character))
-        out5, res["settled_new_example_s"], res["settled_stages"], _, _ = request(url, (settled_files, *fargs[1:]), "none", proc)
-        res["settled_new_example_cpu_s"], res["settled_load_avg"] = CPU["forget"], CPU["load"]
-        res["settled_new_example_status"] = out5[0].split("\n")[0]
-        res["settled_job_line"] = numbers(out5[10]).get("job time (s)", ["", ""])[1]
-        res["settled_plot_method"] = plot_method(out5[8])
+        res.update(new_example(url, example_files(folder, args.settled_character), fargs, proc, "settled"))
         stop(proc)
         proc, res["serving_after_restart_s"] = start(port, data, tmp, log, root)
         fargs = (upload(url, paths)[0], *fargs[1:])  # a new server: the page's files are sent again
@@ -367,15 +356,31 @@ def main(argv=None) -> int:
         res["log_tail"] = (tmp / "app.log").read_text()[-1500:]
         if not args.data_dir:
             shutil.rmtree(tmp, ignore_errors=True)
-    res["targets"] = targets(res)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(res, indent=1))
-    for k, v in res.items():
-        if k not in ("log_tail", "example_stages", "warm_stages", "settled_stages"):
-            print(f"{k}: {v}")
-    for k in ("example_stages", "warm_stages", "settled_stages"):
-        print(f"{k} (first seen, s after submit):", ", ".join(f"{d}@{t}" for d, t in res[k]))
+    report(res, Path(args.json))
     return 0
+
+
+def new_example(url: str, paths: list, fargs: tuple, proc, name: str) -> dict:
+    """A new example from a new session (no evaluation): its ``{name}_...`` numbers."""
+    files, upload_s = upload(url, paths)
+    out, seconds, stages, _, _ = request(url, (files, *fargs[1:]), "none", proc)
+    return {f"{name}_upload_s": upload_s, f"{name}_new_example_s": seconds, f"{name}_stages": stages,
+            f"{name}_new_example_cpu_s": CPU["forget"], f"{name}_load_avg": CPU["load"],
+            f"{name}_new_example_status": out[0].split("\n")[0], f"{name}_plot_method": plot_method(out[8]),
+            f"{name}_job_line": numbers(out[10]).get("job time (s)", ["", ""])[1]}  # fmt: skip
+
+
+def report(res: dict, path: Path) -> None:
+    """The targets, the JSON file, and the numbers printed."""
+    res["targets"] = targets(res)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    stages = ("example_stages", "warm_stages", "settled_stages")
+    for k, v in res.items():
+        if k not in ("log_tail", *stages):
+            print(f"{k}: {v}")
+    for k in stages:
+        print(f"{k} (first seen, s after submit):", ", ".join(f"{d}@{t}" for d, t in res[k]))
 
 
 if __name__ == "__main__":

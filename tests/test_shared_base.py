@@ -295,3 +295,26 @@ def test_a_request_builds_only_the_answer_batches_its_loss_reads(tiny, monkeypat
     reads = set(get_method(method, CFG.replace(method=method)).answer_batches)
     refs = {"forget_original": {"forget_ref_logp"}, "retain_original": {"retain_ref_logprobs"}}
     assert reads and set(kept) == reads | {r for b in reads for r in refs.get(b, ())}
+
+
+def test_a_collected_chain_frees_its_adapters_at_the_next_safe_point_not_inside_the_lock(tiny):
+    """A chain's finalizer runs wherever the garbage collector does: once inside the model's lock while peft
+    iterated the modules (set_peft_model_state_dict: "dictionary changed size during iteration"). It only dooms
+    the adapters; the next call deletes them."""
+    import gc
+
+    from nscvf.method.shared import SharedBase
+
+    shared = SharedBase.of(tiny)
+    before = shared.adapter_names()
+    chain = UnlearningChain(tiny)
+    chain.forget(_images(3, 10), _images(4, 1), CFG.replace(steps=1), target="a")
+    live = set(chain.shared.adapter_names()) - before
+    assert live
+    with shared.lock:  # as if the collection came in the middle of a state-dict load
+        del chain
+        gc.collect()
+        assert live <= set(shared.peft.peft_config), "deleted inside the lock"
+        assert set(shared._doomed) == live
+    tiny.image_features(_images(1, 2))  # the next call: a safe point
+    assert shared.adapter_names() == before and not shared._doomed

@@ -59,6 +59,7 @@ class SharedBase:
         self._mixed = True  # whether a submodule's train/eval mode may differ from the model's (see _mode)
         self._depth = 0  # how many `using` blocks the lock's holder is inside (see using)
         self._ids = itertools.count(1)
+        self._doomed: list[str] = []  # adapters of garbage-collected chains, deleted at the next safe point (_reap)
         self.threads = cpu_threads(vlm)
         if vlm.model is vlm.base:  # the caller's own handle becomes the base view
             self.base_vlm = vlm
@@ -106,6 +107,7 @@ class SharedBase:
         from peft import get_peft_model  # peft: heavy, only when the first adapter is added
 
         with self.lock:
+            self._reap()
             if self.peft is None:
                 with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
                     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -116,7 +118,24 @@ class SharedBase:
             self._active = None  # peft activated the new adapter; the next call re-selects
             self._mixed = True  # the new LoRA modules are in training mode whatever the model's
 
+    def doom(self, names) -> None:
+        """Delete these adapters at the next safe point: a garbage-collected chain's finalizer runs in whatever
+        thread the collection happened, possibly inside this model's lock in the middle of iterating its modules
+        (``set_peft_model_state_dict``: "dictionary changed size during iteration", seen in the suite)."""
+        self._doomed.extend(names)  # list.extend: atomic; no lock (its holder may be this very thread)
+
+    def _reap(self) -> None:
+        """Delete the doomed adapters (the caller holds the lock, outside any iteration of the modules)."""
+        if self._doomed:
+            names, self._doomed = self._doomed, []
+            self._delete(names)
+
     def delete_adapters(self, names) -> None:
+        with self.lock:
+            self._reap()
+            self._delete(names)
+
+    def _delete(self, names) -> None:
         with self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # peft warns that a deleted adapter was active: we re-select
             for name in names:
@@ -132,7 +151,9 @@ class SharedBase:
             self.peft.active_adapter = next(iter(self.peft.peft_config))
 
     def adapter_names(self) -> set[str]:
-        return set(self.peft.peft_config) if self.peft is not None else set()
+        with self.lock:
+            self._reap()
+            return set(self.peft.peft_config) if self.peft is not None else set()
 
     def adapter_parameters(self, name: str) -> list:
         """The LoRA parameters of adapter ``name`` (the only parameters a request trains)."""
@@ -195,6 +216,8 @@ class SharedBase:
         with self.lock:
             before, was_training = self._active, self.model.training
             restore = self._own_threads() if self._depth == 0 else None  # the caller's count, where this block changes it
+            if self._depth == 0:
+                self._reap()
             self._activate(names)
             params = self.adapter_parameters(trainable) if trainable else []
             for p in params:
@@ -216,6 +239,6 @@ class SharedBase:
 
 
 def release(shared: SharedBase, names: list[str]) -> None:
-    """Delete a chain's adapters (called when the chain is closed or garbage-collected)."""
+    """Delete a garbage-collected chain's adapters, at the model's next safe point (:meth:`SharedBase.doom`)."""
     if names:
-        shared.delete_adapters(list(names))
+        shared.doom(list(names))
