@@ -41,11 +41,12 @@ def teach_row(vlm, photo: str, labels, images, name: str = "Zorblat") -> dict:
     seconds = round(time.time() - t1, 1)
     taught = chain.model_at(len(chain))
     held = photo_eval.ask_names(taught, photo_images.crops(ims[photo], 8, seed=99))
-    others = [im for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    rest = [(lab, im) for lab, im in zip(labels, images) if not lab.startswith(f"crop:{photo}:")]
+    others = [im for _, im in rest]
     held_emoji = {ch for ch, _ in photo_images.emoji_split("heldout")}  # never among teaching's images to keep
-    unseen = [_emoji_of(lab) in held_emoji for lab in labels if not lab.startswith(f"crop:{photo}:")]
-    other_names = [p for p in ims if p != photo for _ in range(6)]
-    other_photos = [c for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
+    unseen = [_emoji_of(lab) in held_emoji for lab, _ in rest]
+    crops = [(p, c) for p, im in ims.items() if p != photo for c in photo_images.crops(im, 6, seed=99)]
+    other_names, other_photos = [p for p, _ in crops], [c for _, c in crops]
     called = photo_eval.ask_names(taught, other_photos + others)
     chain.close()
     named = [name.lower() in a.lower() for a in called]

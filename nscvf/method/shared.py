@@ -136,7 +136,8 @@ class SharedBase:
             self._delete(names)
 
     def _delete(self, names) -> None:
-        with self.lock, warnings.catch_warnings():
+        """Delete adapters ``names`` (the caller holds the lock)."""
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # peft warns that a deleted adapter was active: we re-select
             for name in names:
                 if self.peft is not None and name in self.peft.peft_config:
@@ -215,8 +216,9 @@ class SharedBase:
         names = tuple(names)
         with self.lock:
             before, was_training = self._active, self.model.training
-            restore = self._own_threads() if self._depth == 0 else None  # the caller's count, where this block changes it
+            restore = None  # the caller's thread count, where this block changes it
             if self._depth == 0:
+                restore = self._own_threads()
                 self._reap()
             self._activate(names)
             params = self.adapter_parameters(trainable) if trainable else []
