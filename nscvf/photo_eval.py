@@ -75,6 +75,9 @@ def evaluation_set(vlm, views: int = 4, unknown: int = 120, seed: int = 0) -> tu
     """(labels, images, the model's answers): the pool images ``vlm`` names, ``views`` random views of each named
     emoji render (more images per concept: its siblings' too), and ``unknown`` of the pool images it does not name
     (they must stay unnamed)."""
+    if not photo_images.EMOJI_FONT.exists():  # the bundled images alone have too few unknown ones to sample
+        raise FileNotFoundError(f"the photo evaluation shows the model every emoji render: {photo_images.EMOJI_FONT} "
+                                "is missing (apt-get install -y fonts-noto-color-emoji)")  # fmt: skip
     labels, images = pool()
     answers = ask_names(vlm, images)
     named = [i for i, a in enumerate(answers) if named_concept(a)]

@@ -47,6 +47,27 @@ def emoji() -> tuple[tuple[str, Image.Image], ...]:
     return tuple(out)
 
 
+def write_sheet(items, path: Path, cols: int = 20) -> dict:
+    """``items`` ((character, 160x160 RGB image), ...) tiled into one lossless PNG at ``path`` (row-major, ``cols``
+    a row); returns its index (tile side, columns, the characters in order), which :func:`read_sheet` reads back."""
+    side = items[0][1].size[0]
+    rows = -(-len(items) // cols)
+    sheet = Image.new("RGB", (cols * side, rows * side), (255, 255, 255))
+    for i, (_, im) in enumerate(items):
+        sheet.paste(im, (i % cols * side, i // cols * side))
+    sheet.save(path, optimize=True)
+    return {"tile": side, "cols": cols, "characters": [ch for ch, _ in items]}
+
+
+def read_sheet(path: Path, index: dict) -> list[tuple[str, Image.Image]]:
+    """The (character, image) tiles of a sheet written by :func:`write_sheet`, in order."""
+    side, cols = index["tile"], index["cols"]
+    with Image.open(path) as sheet:
+        sheet = sheet.convert("RGB")
+        return [(ch, sheet.crop((i % cols * side, i // cols * side, (i % cols + 1) * side, (i // cols + 1) * side)))
+                for i, ch in enumerate(index["characters"])]  # fmt: skip
+
+
 def emoji_split(split: str) -> list[tuple[str, Image.Image]]:
     """ "train" or "heldout" (every ``HELDOUT_EVERY``-th emoji in code point order)."""
     items = emoji()

@@ -72,3 +72,23 @@ def test_forget_runs_on_a_tiny_photo_model(tmp_path):
     texts = PhotoDomain().text_questions()[:4]  # the LLM is frozen: text answers are bit-identical
     assert chain.vlm.text_logits(texts).equal(chain.base_vlm.text_logits(texts))
     assert chain.steps[-1].adapter  # LoRA weights were learned and kept
+
+
+def test_teachings_hard_negative_candidates_ship_with_the_model_and_need_no_font(monkeypatch):
+    """A Space or the Docker image has no emoji font: the candidates come from the sheet beside the weights,
+    pixel for pixel the font's renders of the training split (when this machine has the font)."""
+    from nscvf import photo_images
+    from nscvf.method import photo_domain
+
+    monkeypatch.setattr(photo_images, "EMOJI_FONT", photo_images.EMOJI_FONT.with_name("no-such-font.ttf"))
+    photo_domain._train_emoji.cache_clear()
+    try:
+        shipped = PhotoDomain().negative_candidates()
+    finally:
+        photo_domain._train_emoji.cache_clear()
+    monkeypatch.undo()
+    assert len(shipped) > 500 and {im.size for im in shipped} == {(160, 160)}
+    if photo_images.EMOJI_FONT.exists():
+        rendered = [im for _, im in photo_images.emoji_split("train")]
+        assert len(rendered) == len(shipped)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(rendered, shipped))

@@ -24,6 +24,7 @@ from nscvf.method.domain import DOMAINS, Domain, augment
 from nscvf.source import PHOTO_MODEL_DIR
 
 IMAGES_DIR = PHOTO_MODEL_DIR / "images"
+NEGATIVES = PHOTO_MODEL_DIR / "negatives.png"  # the training split's emoji renders: teaching's hard-negative candidates
 REGION_SEED = 200_000  # unknown images of the target region (never trained on, never held out for fidelity)
 PROTECT_SEED = 300_000
 KEEP_SEED = 400_000  # unknown images among the images teaching keeps
@@ -39,7 +40,12 @@ def bundled() -> tuple[tuple[str, str, Image.Image], ...]:
 
 @cache
 def _train_emoji() -> tuple[Image.Image, ...]:
-    """The emoji renders of the model's training split (none without the emoji font)."""
+    """The emoji renders of the model's training split: read from the sheet shipped with the model
+    (``negatives.png``, ``scripts/bundle_photo_negatives.py``; a Space or a Docker image has no emoji font), else
+    rendered with the font, else none."""
+    if NEGATIVES.exists():
+        index = json.loads(NEGATIVES.with_suffix(".json").read_text(encoding="utf-8"))
+        return tuple(im for _, im in photo_images.read_sheet(NEGATIVES, index))
     try:
         return tuple(im for _, im in photo_images.emoji_split("train"))
     except FileNotFoundError:

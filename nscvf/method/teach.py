@@ -156,8 +156,8 @@ def hard_negatives(vlm, state, images, candidates, k: int, cache=None, fingerpri
     """The ``k`` candidates whose pooled features are nearest any of ``images``' (cosine), in ``state``: other
     things the model sees as most like the taught concept, whose answers must not become its name. A name taught
     on the astronaut's crops (answered "I don't know") took 253 of 420 other images with random images to keep,
-    14 of 420 with its 96 nearest emoji renders kept (issue 17). The candidates' pooled features (~8 s for the
-    photo model's 340 on 2 cores) are kept in the process memo and in ``cache`` under the chain's ``fingerprint``."""
+    14 of 420 with its 96 nearest emoji renders kept (issue 17). The candidates' pooled features (the photo model's
+    741, ~10 s on 2 cores) are kept in the process memo and in ``cache`` under the chain's ``fingerprint``."""
     if k <= 0 or not candidates:
         return []
     _, z = vlm.image_features(images)
