@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     (out / "heldout").mkdir(parents=True)
     rows = []
     for concept in EXAMPLES:
-        forget, held = photo_eval.forget_and_heldout(concept, labels, images, before)
+        forget, held = photo_eval.forget_and_heldout(concept, labels, images, before, vlm=vlm)
         key = slug(concept)
         (out / key).mkdir()
         photo = photo_eval.PHOTO_TARGETS.get(concept)

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     text_before = photo_eval.text_answers(vlm)
     rows = []
     for target in args.targets:
-        forget, held = photo_eval.forget_and_heldout(target, labels, images, before)
+        forget, held = photo_eval.forget_and_heldout(target, labels, images, before, vlm=vlm)
         chain = UnlearningChain(vlm)
         t1 = time.time()
         result = chain.forget(forget, progress=lambda m, *a, t=target: print(f"  {t}: {m} {a}", file=sys.stderr, flush=True))

@@ -92,3 +92,35 @@ def test_teachings_hard_negative_candidates_ship_with_the_model_and_need_no_font
         rendered = [im for _, im in photo_images.emoji_split("train")]
         assert len(rendered) == len(shipped)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(rendered, shipped))
+
+
+def test_the_base_models_features_of_the_candidates_ship_with_it_and_teaching_reads_them(monkeypatch):
+    """negatives.npz: the photo model's own pooled features of the candidates, under the key a chain on the base
+    computes now; teaching reads them instead of running 741 images through the tower (~10 s of a process's first
+    teach), and computes where the key differs (another state, other candidates)."""
+    import json
+
+    from nscvf.method import UnlearningChain
+    from nscvf.method.teach import hard_negatives, negatives_key
+    from nscvf.models import load_model
+    from nscvf.source import PHOTO_MODEL_DIR
+
+    vlm = load_model(str(PHOTO_MODEL_DIR), device="cpu")
+    d = PhotoDomain()
+    candidates, (key, features) = d.negative_candidates(), d.negative_features()
+    chain = UnlearningChain(vlm)
+    fp = chain.state_fingerprint
+    chain.close()
+    assert key == json.dumps(list(negatives_key(vlm, candidates, fp)))
+    assert features.shape == (len(candidates), vlm.image_features(candidates[:1])[1].shape[1])
+    fresh = vlm.image_features(candidates[::60])[1].numpy()
+    assert np.abs(fresh - features[::60]).max() < 1e-4
+    calls = []
+    image_features = type(vlm).image_features
+    monkeypatch.setattr(type(vlm), "image_features", lambda self, ims: calls.append(len(ims)) or image_features(self, ims))
+    taught = [candidates[5], candidates[300]]
+    picked = hard_negatives(vlm, None, taught, candidates, 4, None, fp, d.negative_features())
+    assert calls == [2], "the candidates' features were read, not computed"
+    assert any(p is candidates[5] for p in picked) and any(p is candidates[300] for p in picked)  # each nearest itself
+    hard_negatives(vlm, None, taught, candidates[:7], 4, None, fp, d.negative_features())
+    assert calls[1:] == [2, 7], "other candidates: computed"

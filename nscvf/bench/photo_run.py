@@ -47,7 +47,10 @@ def base(worker, settings) -> dict:
 def cell(worker, settings, method: str, target: str, seed: int) -> dict:
     """Forget ``target`` from 8 images (seed ``seed``) with ``method``, then measure (photo_eval.forget_report)."""
     ev = evaluation_set(worker)
-    forget, held = photo_eval.forget_and_heldout(target, ev.labels, ev.images, ev.before, seed=seed)
+    key = ("photo forget images", target, seed)  # the same images for every method of a (target, seed)
+    if key not in worker.originals:
+        worker.originals[key] = photo_eval.forget_and_heldout(target, ev.labels, ev.images, ev.before, seed=seed, vlm=worker.vlm)
+    forget, held = worker.originals[key]
     chain = UnlearningChain(worker.vlm, worker.cache)
     try:
         t = time.time()

@@ -89,6 +89,11 @@ class Domain:
         """Images teaching may keep as hard negatives (those nearest the taught images; none: no such step)."""
         return []
 
+    def negative_features(self) -> tuple[str, object] | None:
+        """The candidates' pooled features shipped with the model, as (the memo key they were made under, as JSON,
+        an (N, D) float32 array); None: none shipped (teaching computes them)."""
+        return None
+
     def can_evaluate(self, target: str | None) -> bool:
         """Whether :func:`nscvf.eval.evaluate` has questions for this target."""
         return False

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 from PIL import Image
 
 from nscvf import photo_images
@@ -50,6 +51,15 @@ def _train_emoji() -> tuple[Image.Image, ...]:
         return tuple(im for _, im in photo_images.emoji_split("train"))
     except FileNotFoundError:
         return ()
+
+
+@cache
+def _negative_features() -> tuple[str, object] | None:
+    path = NEGATIVES.with_suffix(".npz")
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        return str(f["key"]), f["features"]
 
 
 def named_concept(answer: str) -> str | None:
@@ -122,6 +132,11 @@ class PhotoDomain(Domain):
         """The emoji renders of the model's training split (none without the emoji font): a name taught on a photo
         the model answers "I don't know" went to 136 of 174 emoji renders; the ones nearest the taught photo are kept."""
         return list(_train_emoji())
+
+    def negative_features(self) -> tuple[str, object] | None:
+        """The base model's pooled features of the candidates, shipped beside the sheet (``negatives.npz``, made by
+        ``scripts/bundle_photo_negatives.py``): 741 images through the tower took ~10 s of a process's first teach."""
+        return _negative_features()
 
     def retain_images(self, exclude: list[str]) -> list[Image.Image]:
         return [im for _, _, im in self.others(exclude)] + [

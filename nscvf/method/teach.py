@@ -12,6 +12,7 @@ the new concept exactly as on a world character.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
     prev_adapters = tuple(getattr(prev, "adapters", ()))
     state = state_memo.state_key(shared, prev_adapters, prev_adapters, chain.state_fingerprint)
     keep += hard_negatives(prev, state, images, chain.domain.negative_candidates(), cfg.hard_negatives,
-                           chain.cache, chain.state_fingerprint)  # fmt: skip
+                           chain.cache, chain.state_fingerprint, chain.domain.negative_features())  # fmt: skip
     before = _answers(prev, question, images, keep, state)
     adapter = shared.new_name(f"request_{len(chain) + 1}")
     shared.add_adapter(adapter, lora_config(shared.base_vlm, cfg))
@@ -152,26 +153,36 @@ def run_teach(chain, images, name: str, facts: dict | None, cfg: TeachConfig, pr
         raise
 
 
-def hard_negatives(vlm, state, images, candidates, k: int, cache=None, fingerprint: str | None = None) -> list:
+def hard_negatives(vlm, state, images, candidates, k: int, cache=None, fingerprint: str | None = None, shipped=None) -> list:
     """The ``k`` candidates whose pooled features are nearest any of ``images``' (cosine), in ``state``: other
     things the model sees as most like the taught concept, whose answers must not become its name. A name taught
     on the astronaut's crops (answered "I don't know") took 253 of 420 other images with random images to keep,
     14 of 420 with its 96 nearest emoji renders kept (issue 17). The candidates' pooled features (the photo model's
-    741, ~10 s on 2 cores) are kept in the process memo and in ``cache`` under the chain's ``fingerprint``."""
+    741, ~10 s on 2 cores) are kept in the process memo and in ``cache`` under the chain's ``fingerprint``; those
+    of the base model ship with it (``shipped``: :meth:`~nscvf.method.domain.Domain.negative_features`), used where
+    their key is this one (the same weights, state, reading and candidates)."""
     if k <= 0 or not candidates:
         return []
     _, z = vlm.image_features(images)
-    zc = _pooled_candidates(vlm, state, candidates, cache, fingerprint)
+    zc = _pooled_candidates(vlm, state, candidates, cache, fingerprint, shipped)
     near = (zc.float() @ z.float().to(zc.device).T).max(-1).values
     return [candidates[i] for i in near.argsort(descending=True)[:k].tolist()]
 
 
-def _pooled_candidates(vlm, state, candidates, cache, fingerprint) -> torch.Tensor:
-    """The candidates' pooled features in ``state`` (memoised; on disk too when ``cache`` and ``fingerprint``)."""
-    key = ("negatives", fingerprint, *vlm.reading_key(), image_set_fingerprint(candidates))
+def negatives_key(vlm, candidates, fingerprint: str | None) -> tuple:
+    """The memo and disk-cache key of the candidates' pooled features in the state of ``fingerprint``."""
+    return ("negatives", fingerprint, *vlm.reading_key(), image_set_fingerprint(candidates))
+
+
+def _pooled_candidates(vlm, state, candidates, cache, fingerprint, shipped=None) -> torch.Tensor:
+    """The candidates' pooled features in ``state`` (memoised; on disk too when ``cache`` and ``fingerprint``;
+    ``shipped``'s when its key is this one)."""
+    key = negatives_key(vlm, candidates, fingerprint)
 
     def compute():
         hit = cache.get(key) if cache is not None and fingerprint else None
+        if hit is None and shipped is not None and fingerprint and shipped[0] == json.dumps(list(key)):
+            hit = shipped[1]
         if hit is None:
             hit = vlm.image_features(candidates)[1].cpu().numpy()
             if cache is not None and fingerprint:
