@@ -67,9 +67,11 @@ def forget_and_heldout(target: str, pool_labels, pool_images, before_answers, n:
 
 def _named(vlm, draw, base: int, n: int, target: str, tries: int = 6) -> list:
     """The first ``n`` of ``draw(k, base)``'s images the base model names as ``target`` (``tries`` x ``n`` drawn at
-    most; the first unnamed ones fill a shortfall)."""
-    images = draw(tries * n, base)
-    named = [named_concept(a) == target for a in ask_names(vlm, images)]
+    most, asked ``n`` at a time until ``n`` are named; the first unnamed ones fill a shortfall)."""
+    images, named = draw(tries * n, base), []
+    while len(named) < len(images) and sum(named) < n:
+        named += [named_concept(a) == target for a in ask_names(vlm, images[len(named) : len(named) + n])]
+    images = images[: len(named)]
     picked = [im for im, ok in zip(images, named) if ok][:n]
     return picked + [im for im, ok in zip(images, named) if not ok][: n - len(picked)]
 
