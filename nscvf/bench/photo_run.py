@@ -44,25 +44,46 @@ def base(worker, settings) -> dict:
     }
 
 
-def cell(worker, settings, method: str, target: str, seed: int) -> dict:
-    """Forget ``target`` from 8 images (seed ``seed``) with ``method``, then measure (photo_eval.forget_report)."""
+@dataclass(frozen=True)
+class Forgotten:
+    """One forget request of the photo grid and the answers it is measured on."""
+
+    result: object  # the request's UnlearnResult
+    seconds: float  # the request alone
+    after: list  # the model's answers after, on the evaluation set's images
+    held_before: list  # the base model's and the model's after answers on the held-out views
+    held_after: list
+    text_after: dict
+
+
+def forget(worker, config, target: str, seed: int, domain=None) -> Forgotten:
+    """Forget ``target`` from the cell's 8 images (seed ``seed``, the same for every method) with ``config``, on a
+    fresh chain of the worker's base model (``domain``: the chain's, else the model's), then ask the evaluation set."""
     ev = evaluation_set(worker)
     key = ("photo forget images", target, seed)  # the same images for every method of a (target, seed)
     if key not in worker.originals:
         worker.originals[key] = photo_eval.forget_and_heldout(target, ev.labels, ev.images, ev.before, seed=seed, vlm=worker.vlm)
-    forget, held = worker.originals[key]
-    chain = UnlearningChain(worker.vlm, worker.cache)
+    images, held = worker.originals[key]
+    chain = UnlearningChain(worker.vlm, worker.cache, domain=domain)
     try:
         t = time.time()
-        r = chain.forget(forget, None, settings.config(method, seed), target=target)
+        r = chain.forget(images, None, config, target=target)
         seconds = time.time() - t
         after = chain.vlm
-        row = photo_eval.forget_report(
-            ev.before, photo_eval.ask_names(after, ev.images), photo_eval.ask_names(chain.model_at(0), held),
-            photo_eval.ask_names(after, held), r.target or target, ev.text_before, photo_eval.text_answers(after),
-        )  # fmt: skip
+        return Forgotten(r, round(seconds, 2), photo_eval.ask_names(after, ev.images), photo_eval.ask_names(chain.model_at(0), held),
+                         photo_eval.ask_names(after, held), photo_eval.text_answers(after))  # fmt: skip
     finally:
         chain.close()
+
+
+def cell(worker, settings, method: str, target: str, seed: int) -> dict:
+    """Forget ``target`` from 8 images (seed ``seed``) with ``method``, then measure (photo_eval.forget_report)."""
+    ev = evaluation_set(worker)
+    f = forget(worker, settings.config(method, seed), target, seed)
+    r = f.result
+    row = photo_eval.forget_report(
+        ev.before, f.after, f.held_before, f.held_after, r.target or target, ev.text_before, f.text_after
+    )
     row.pop("targets", None)
-    return row | {"seed": seed, "resolved_target": r.target, "seconds": round(seconds, 2), "steps_run": r.steps_run,
+    return row | {"seed": seed, "resolved_target": r.target, "seconds": f.seconds, "steps_run": r.steps_run,
                   "stopped_early": r.stopped_early, "seconds_per_step": r.timings.get("seconds_per_step")}  # fmt: skip
