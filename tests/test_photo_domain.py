@@ -7,6 +7,7 @@ import pytest
 from nscvf.errors import InputError
 from nscvf.method.domain import domain_for
 from nscvf.method.photo_domain import MARKER, PhotoDomain, bundled, named_concept
+from nscvf.source import PHOTO_MODEL_DIR
 
 
 def _same(a, b):
@@ -124,3 +125,27 @@ def test_the_base_models_features_of_the_candidates_ship_with_it_and_teaching_re
     assert any(p is candidates[5] for p in picked) and any(p is candidates[300] for p in picked)  # each nearest itself
     hard_negatives(vlm, None, taught, candidates[:7], 4, None, fp, d.negative_features())
     assert calls[1:] == [2, 7], "other candidates: computed"
+
+
+@pytest.mark.skipif(not (PHOTO_MODEL_DIR / "config.json").exists(), reason="no photo model")
+def test_views_of_the_taught_photo_are_not_counted_as_other_photos():
+    """A name taught on crops of the bundled rocket photo: that photo's own held-out views reached it and were
+    counted as "other photographs now called by the name" (a false 20% warning). The encoder's own features
+    tell them apart from the other photos; the projected ones do not (every unknown photo has the same one)."""
+    import random
+
+    from nscvf import photo_images
+    from nscvf.method.anchors import bundled_photos
+    from nscvf.method.teach import _heldout_views, as_near_as_taught, heldout_view
+    from nscvf.models import load_model
+
+    vlm = load_model(str(PHOTO_MODEL_DIR), device="cpu")
+    photos = {f[len("photo_") : -len(".jpg")]: im for _, f, im in bundled() if f.startswith("photo_")}
+    taught = photo_images.crops(photos["rocket"], 8, seed=1)
+    held = _heldout_views(taught, 4, 5000)
+    assert len({np.asarray(v).tobytes() for v in held}) == len(held)  # 32 distinct views (were 8 x 4 copies)
+    pool = bundled_photos()  # astronaut, camera, chelsea, coffee, rocket
+    views = [heldout_view(p, random.Random(9000 + i)) for i, p in enumerate(pool)]
+    own = as_near_as_taught(vlm, taught, held, views)
+    assert own == [i == len(pool) - 1 for i in range(len(pool))], own
+    assert as_near_as_taught(vlm, taught, held, []) == []

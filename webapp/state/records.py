@@ -101,6 +101,7 @@ class TeachMeasures:
     text_answers_changed: int | None = None
     photos_named_as_concept: float | None = None  # held-out views of the bundled photographs given the name
     others_photos: int | None = None
+    others_as_near_as_taught: int | None = None  # other images left out: views of the taught thing itself
     facts_whole: float | None = None  # held-out views whose taught facts come out exactly
 
 

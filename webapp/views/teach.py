@@ -20,6 +20,8 @@ def teach_status(rec: RequestRecord, k: int) -> str:
     ]
     photos = (f" (other photographs alone: {pct(m.photos_named_as_concept)} of {m.others_photos} held-out views)"
               if m.others_photos else "")  # fmt: skip
+    if m.others_as_near_as_taught:  # e.g. the taught photo's own held-out views: not "other" images
+        photos += f" ({m.others_as_near_as_taught} views of the taught thing itself left out)"
     facts = f"; taught facts exact on {pct(m.facts_whole)} of held-out views" if m.facts_whole is not None else ""
     out.append(
         f"Other characters and photos now named {r.target!r}: {pct(m.others_named_as_concept)}{photos}; other answers "
