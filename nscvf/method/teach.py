@@ -361,7 +361,7 @@ def _measure(chain, work, prev, seen: dict, name: str, cfg, facts=()) -> Unlearn
     pts, labels = chain.domain.plot_points(None, keep)
     emb_images = list(images) + pts
     groups = ["forget"] * len(images) + ["retain"] * len(pts)
-    # One pass per model: the plot's images, then the other concepts' held-out images for the drift (their 32
+    # One pass per model: the plot's images, then the other concepts' held-out images for the drift (about 30
     # images, not the ~260 kept in training: two passes over those were ~7 s of a 90 s first teach, measured)
     tok_after, z_after = work.image_features(emb_images + others)
     tok_before, z_before = prev.image_features(emb_images + others)
